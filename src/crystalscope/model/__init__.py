@@ -1,0 +1,1 @@
+"""Physics value objects shared by every modality: beam, detector, crystal, reflections."""
