@@ -1,4 +1,4 @@
-"""crystalscope: diffraction from small or imperfect crystals, from raw frames to structure factors."""
+"""crystalscope: diffraction from small or imperfect crystals, raw frames to structure factors."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -73,7 +73,7 @@ class BeamConfig(StrictModel):
             k for k in ("voltage_kv", "energy_ev", "energy_kev", "wavelength_a") if getattr(self, k)
         ]
         if len(given) > 1:
-            raise ValueError(f"give only one of voltage_kv, energy_ev, energy_kev, wavelength_a; got {given}")
+            raise ValueError(f"give only one of {', '.join(given)}")
         return self
 
     def to_beam(self) -> Beam | None:

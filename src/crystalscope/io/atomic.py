@@ -65,7 +65,8 @@ def atomic_write(
     """Open a temporary file for writing that replaces ``path`` only on success."""
     if "b" in mode:
         encoding = newline = None
-    with atomic_path(path, overwrite=overwrite) as tmp, open(
-        tmp, mode, encoding=encoding, newline=newline
-    ) as handle:
+    with (
+        atomic_path(path, overwrite=overwrite) as tmp,
+        open(tmp, mode, encoding=encoding, newline=newline) as handle,
+    ):
         yield handle

@@ -26,6 +26,7 @@ FORMATS: dict[str, str] = {
     "smv": "SMV (ADSC) image",
     "cbf": "CBF image",
     "config": "crystalscope YAML configuration",
+    "structure": "atomic model (PDB, mmCIF, small-molecule CIF)",
 }
 
 _MAGIC = [
@@ -71,6 +72,10 @@ _EXTENSIONS = {
     ".hdf5": "hdf5",
     ".cxi": "hdf5",
     ".nxs": "hdf5",
+    ".pdb": "structure",
+    ".ent": "structure",
+    ".cif": "structure",
+    ".mmcif": "structure",
 }
 
 
@@ -110,6 +115,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         if first.startswith(prefix):
             return kind
     suffix = p.suffix.lower()
+    if suffix == ".gz":
+        suffix = Path(p.stem).suffix.lower()
     if p.name.upper().endswith(("INTEGRATE.HKL", "XDS_ASCII.HKL")):
         return "xds-integrate"
     if suffix == ".hkl":
@@ -119,6 +126,4 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         if kind in ("hdf5", "mtz", "tiff", "cbf", "smv"):
             raise FormatError(f"extension says {kind} but the content does not match", path=p)
         return kind
-    raise FormatError(
-        "unknown file format (supported: " + ", ".join(sorted(FORMATS)) + ")", path=p
-    )
+    raise FormatError("unknown file format (supported: " + ", ".join(sorted(FORMATS)) + ")", path=p)

@@ -1,0 +1,1 @@
+"""The ``crystalscope`` command: a thin typer front end over the library."""

@@ -1,0 +1,567 @@
+"""Writing CrystFEL streams (format 2.3), and checking tables that are to be written.
+
+The layout is CrystFEL's own (``stream_write_chunk``, ``write_crystal``,
+``write_peaks`` and ``write_stream_reflections`` in ``libcrystfel/src/stream.c``): the
+same markers, the same ``printf`` formats and the same order of lines, so that
+``partialator``, ``process_hkl``, ``check_hkl`` and other stream readers take the file.
+Positions get the half pixel back (pixel-centre -> pixel-corner) and reciprocal
+quantities are converted back to nm^-1, lengths to nm and m.
+
+Values are rounded as CrystFEL rounds them (peak and reflection intensities to 0.01,
+positions to 0.01/0.1 pixel, reciprocal vectors to 1e-7 nm^-1); a stream read by
+:func:`~crystalscope.io.crystfel_stream.read_stream` and written again gives the same
+tables when read back.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crystalscope.errors import DataError
+from crystalscope.io.atomic import atomic_write
+from crystalscope.io.crystfel_cell import CENTERINGS, LATTICE_TYPES
+from crystalscope.io.crystfel_stream import (
+    CELL_END,
+    CELL_START,
+    CHUNK_COLUMNS,
+    CHUNK_END,
+    CHUNK_START,
+    CRYSTAL_COLUMNS,
+    CRYSTAL_END,
+    CRYSTAL_START,
+    GEOM_END,
+    GEOM_START,
+    HC_EV_A,
+    NO_REFLECTIONS,
+    PEAK_COLUMNS,
+    PEAKS_END,
+    PEAKS_START,
+    REFLECTION_COLUMNS,
+    REFLECTIONS_END,
+    REFLECTIONS_START,
+    Stream,
+    StreamHeader,
+    cell_from_reciprocal,
+)
+from crystalscope.model.reflections import validate_reflections
+
+__all__ = ["normalise_tables", "write_stream"]
+
+_STAR = [f"{v}star_{x}" for v in "abc" for x in "xyz"]
+_CELL = ["a", "b", "c", "alpha", "beta", "gamma"]
+_PEAK_HEADER = "  fs/px   ss/px (1/d)/nm^-1   Intensity  Panel\n"
+_REFL_HEADER = "   h    k    l          I   sigma(I)       peak background  fs/px  ss/px panel\n"
+
+
+def write_stream(
+    stream: Stream,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = True,
+    require_geometry: bool = True,
+) -> None:
+    """Write a stream in CrystFEL's format 2.3, atomically.
+
+    Parameters
+    ----------
+    stream : Stream
+        From :func:`~crystalscope.io.crystfel_stream.read_stream` or
+        :meth:`~crystalscope.io.crystfel_stream.Stream.from_tables`; the tables are
+        checked with :func:`normalise_tables` first.
+    path : str or os.PathLike
+        Output file.
+    overwrite : bool
+        Replace an existing file.
+    require_geometry : bool
+        CrystFEL refuses streams without an embedded geometry file; by default writing
+        one is an error.
+
+    Raises
+    ------
+    DataError
+        If the tables are inconsistent or hold values that cannot be written (panel names
+        with spaces or missing from the geometry, text with line breaks), or if the
+        stream has no geometry and ``require_geometry`` is true.
+    """
+    if stream.geometry_text is None and require_geometry:
+        raise DataError(
+            "CrystFEL cannot read a stream without its geometry file: set "
+            "Stream.geometry_text (the text of the .geom file, e.g. from "
+            "crystalscope.io.crystfel_geom.format_geom) or pass require_geometry=False",
+            field="geometry_text",
+        )
+    chunks, peaks, crystals, refls = normalise_tables(
+        stream.chunks, stream.peaks, stream.crystals, stream.reflections
+    )
+    _check_panels(stream.geometry_text, peaks, refls)
+    head = _header_text(stream.header)
+    head += _block(GEOM_START, GEOM_END, stream.geometry_text, "geometry_text")
+    head += _block(CELL_START, CELL_END, stream.cell_text, "cell_text")
+    with atomic_write(path, overwrite=overwrite) as fh:
+        fh.write(head)
+        for text in _chunk_texts(chunks, peaks, crystals, refls):
+            fh.write(text)
+
+
+def _check_panels(geometry: str | None, peaks: pd.DataFrame, refls: pd.DataFrame) -> None:
+    """Every panel named in the tables must be a panel of the geometry (``name/min_fs``)."""
+    if geometry is None:
+        return
+    panels = {
+        line.split("/", 1)[0].strip()
+        for line in geometry.split("\n")
+        if "/min_fs" in line.split("=", 1)[0] and not line.lstrip().startswith(";")
+    }
+    if not panels:
+        return
+    for table, what in ((peaks, "peaks"), (refls, "reflections")):
+        unknown = set(table["panel"].unique()) - panels
+        if unknown:
+            raise DataError(
+                f"{what} name panel(s) {', '.join(sorted(unknown)[:5])} that the geometry "
+                "does not define",
+                field="panel",
+            )
+
+
+def _one_line(text: str, what: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise DataError("must not contain line breaks", field=what)
+    return text
+
+
+def _header_text(header: StreamHeader) -> str:
+    lines = [
+        "CrystFEL stream format 2.3",
+        f"Generated by {_one_line(header.generator, 'generator')}",
+    ]
+    if header.command_line:
+        lines.append(_one_line(header.command_line, "command_line"))
+    if header.indexing_methods:
+        methods = _one_line(",".join(header.indexing_methods), "indexing_methods")
+        lines.append(f"Indexing methods selected: {methods}")
+    lines += [_one_line(x, "extra_lines") for x in header.extra_lines]
+    return "\n".join(lines) + "\n"
+
+
+def _block(start: str, end: str, text: str | None, what: str) -> str:
+    if text is None:
+        return ""
+    if not text.endswith("\n"):
+        text += "\n"
+    if any(line.startswith("-----") for line in text.split("\n")):
+        raise DataError("must not contain stream markers ('-----')", field=what)
+    return f"{start}\n{text}{end}\n"
+
+
+# ------------------------------------------------------------------------- formatting
+
+
+def _num(value: Any) -> str:
+    """Extra chunk fields: ints as ints, floats as CrystFEL's ``%f`` when exact."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        text = f"{value:f}"
+        return text if float(text) == value else repr(float(value))
+    return _one_line(str(value), "chunks")
+
+
+def _inverse(x: float) -> float:
+    return math.inf if x == 0 else 1.0 / x
+
+
+def _present(value: Any) -> bool:
+    return (
+        value is not None
+        and value is not pd.NA
+        and not (isinstance(value, float) and math.isnan(value))
+    )
+
+
+def _peak_lines(peaks: pd.DataFrame) -> list[str]:
+    rows = zip(
+        (peaks["fs"] + 0.5).tolist(),
+        (peaks["ss"] + 0.5).tolist(),
+        (peaks["one_over_d"] * 10.0).tolist(),
+        peaks["intensity"].tolist(),
+        peaks["panel"].tolist(),
+        strict=True,
+    )
+    return [f"{fs:7.2f} {ss:7.2f} {q:10.2f}  {i:10.2f}   {p}\n" for fs, ss, q, i, p in rows]
+
+
+def _reflection_lines(refls: pd.DataFrame) -> list[str]:
+    rows = zip(
+        refls["h"].tolist(),
+        refls["k"].tolist(),
+        refls["l"].tolist(),
+        refls["I"].tolist(),
+        refls["sigma"].tolist(),
+        refls["peak"].tolist(),
+        refls["background"].tolist(),
+        (refls["fs"] + 0.5).tolist(),
+        (refls["ss"] + 0.5).tolist(),
+        refls["panel"].tolist(),
+        strict=True,
+    )
+    return [
+        f"{h:4d} {k:4d} {l:4d} {i:10.2f} {s:10.2f} {pk:10.2f} {bg:10.2f} {fs:6.1f} {ss:6.1f} {p}\n"
+        for h, k, l, i, s, pk, bg, fs, ss, p in rows  # noqa: E741
+    ]
+
+
+def _positions(keys: pd.Series) -> dict[Any, np.ndarray]:
+    if keys.empty:
+        return {}
+    return {k: v for k, v in keys.groupby(keys.to_numpy(), sort=False).indices.items()}
+
+
+def _chunk_texts(
+    chunks: pd.DataFrame, peaks: pd.DataFrame, crystals: pd.DataFrame, refls: pd.DataFrame
+) -> Iterator[str]:
+    """Yield the text of each chunk, in the order of the chunks table."""
+    peak_lines = _peak_lines(peaks)
+    refl_lines = _reflection_lines(refls)
+    peaks_of = _positions(peaks["chunk"])
+    crystals_of = _positions(crystals["chunk"])
+    refls_of = _positions(refls["crystal"])
+    extras = [c for c in chunks.columns if c not in CHUNK_COLUMNS]
+    crystal_rows = crystals.to_dict("records")
+    empty = np.array([], dtype=np.intp)
+    for row in chunks.to_dict("records"):
+        mine = peaks_of.get(row["chunk"], empty)
+        out = _chunk_head(row, extras, len(mine))
+        if row["has_peaks"]:
+            out.append(PEAKS_START + "\n" + _PEAK_HEADER)
+            out.extend(peak_lines[j] for j in mine)
+            out.append(PEAKS_END + "\n")
+        for c in crystals_of.get(row["chunk"], empty):
+            crystal = crystal_rows[c]
+            lines = [refl_lines[j] for j in refls_of.get(crystal["crystal"], empty)]
+            out.append(_crystal_text(crystal, lines))
+        out.append(CHUNK_END + "\n")
+        yield "".join(out)
+
+
+def _chunk_head(row: dict[str, Any], extras: list[str], n_peaks: int) -> list[str]:
+    out = [CHUNK_START + "\n", f"Image filename: {row['file']}\n"]
+    if _present(row["event"]):
+        out.append(f"Event: {row['event']}\n")
+    for key, name in (("Image serial number: ", "serial"), ("hit = ", "hit")):
+        if _present(row[name]):
+            out.append(f"{key}{int(row[name])}\n")
+    if _present(row["indexed_by"]):
+        out.append(f"indexed_by = {row['indexed_by']}\n")
+    if _present(row["n_indexing_tries"]):
+        out.append(f"n_indexing_tries = {int(row['n_indexing_tries'])}\n")
+    out.append(f"photon_energy_eV = {row['photon_energy_eV']:f}\n")
+    if _present(row["beam_divergence_rad"]):
+        out.append(f"beam_divergence = {row['beam_divergence_rad']:.2e} rad\n")
+    if _present(row["beam_bandwidth"]):
+        out.append(f"beam_bandwidth = {row['beam_bandwidth']:.2e} (fraction)\n")
+    out.extend(f"{name} = {_num(row[name])}\n" for name in extras if _present(row[name]))
+    if _present(row["average_camera_length_mm"]):
+        out.append(f"average_camera_length = {row['average_camera_length_mm'] / 1e3:f} m\n")
+    num_peaks = n_peaks if row["has_peaks"] else row["num_peaks"]
+    if _present(num_peaks):
+        out.append(f"num_peaks = {int(num_peaks)}\n")
+    if _present(row["num_saturated_peaks"]):
+        out.append(f"num_saturated_peaks = {int(row['num_saturated_peaks'])}\n")
+    res = row["peak_resolution_one_over_d"]
+    out.append(f"peak_resolution = {res * 10:f} nm^-1 or {_inverse(res):f} A\n")
+    return out
+
+
+def _crystal_text(row: dict[str, Any], refl_lines: list[str]) -> str:
+    a, b, c, al, be, ga = (row[k] for k in _CELL)
+    out = [
+        CRYSTAL_START + "\n",
+        f"Cell parameters {a / 10:7.5f} {b / 10:7.5f} {c / 10:7.5f} nm, "
+        f"{al:7.5f} {be:7.5f} {ga:7.5f} deg\n",
+    ]
+    for v in "abc":
+        x, y, z = (row[f"{v}star_{e}"] * 10 for e in "xyz")
+        out.append(f"{v}star = {x:+9.7f} {y:+9.7f} {z:+9.7f} nm^-1\n")
+    out.append(f"lattice_type = {row['lattice_type']}\n")
+    out.append(f"centering = {row['centering']}\n")
+    out.append(f"unique_axis = {row['unique_axis']}\n")
+    if _present(row["profile_radius"]):
+        out.append(f"profile_radius = {row['profile_radius'] * 10:.5f} nm^-1\n")
+    if _present(row["final_residual"]):
+        out.append(f"predict_refine/final_residual = {row['final_residual']:e}\n")
+    if row["notes"]:
+        out.append(row["notes"] + "\n")
+    if _present(row["det_shift_x_mm"]) and _present(row["det_shift_y_mm"]):
+        x, y = row["det_shift_x_mm"], row["det_shift_y_mm"]
+        out.append(f"predict_refine/det_shift x = {x:.3f} y = {y:.3f} mm\n")
+    if not row["has_reflections"]:
+        out.append(NO_REFLECTIONS + "\n" + CRYSTAL_END + "\n")
+        return "".join(out)
+    res = row["resolution_limit_one_over_d"]
+    if _present(res):
+        out.append(
+            f"diffraction_resolution_limit = {res * 10:.2f} nm^-1 or {_inverse(res):.2f} A\n"
+        )
+    out.append(f"num_reflections = {len(refl_lines)}\n")
+    for name in ("num_saturated_reflections", "num_implausible_reflections"):
+        value = row[name]
+        out.append(f"{name} = {int(value) if _present(value) else 0}\n")
+    out.append(REFLECTIONS_START + "\n" + _REFL_HEADER)
+    out.extend(refl_lines)
+    out.append(REFLECTIONS_END + "\n" + CRYSTAL_END + "\n")
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------ checking
+
+
+def normalise_tables(
+    chunks: pd.DataFrame,
+    peaks: pd.DataFrame | None = None,
+    crystals: pd.DataFrame | None = None,
+    reflections: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Check stream tables, fill CrystFEL's defaults and cast to the standard dtypes.
+
+    Required columns: ``file`` and ``photon_energy_eV`` or ``wavelength_A`` (chunks);
+    ``chunk, fs, ss, intensity, panel`` (peaks); ``chunk, astar_x ... cstar_z``
+    (crystals); ``crystal, h, k, l, I, sigma, fs, ss, panel`` (reflections).  Missing
+    optional columns get defaults: chunk and crystal numbers counting from 0, serial
+    numbers from 1, ``hit = 1``, ``indexed_by`` ``"file"`` (chunks with crystals) or
+    ``"none"``, beam divergence 0 rad, bandwidth 1e-8, triclinic P lattice, no detector
+    shift, peak resolution and crystal resolution limit from the highest ``1/d`` of the
+    chunk's peaks and of the crystal's reflections, cell parameters from the reciprocal
+    basis.  Tables read from a stream pass unchanged.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        ``(chunks, peaks, crystals, reflections)`` with the columns of
+        :data:`~crystalscope.io.crystfel_stream.CHUNK_COLUMNS` (then extra columns),
+        ``PEAK_COLUMNS``, ``CRYSTAL_COLUMNS`` and ``REFLECTION_COLUMNS``.
+
+    Raises
+    ------
+    DataError
+        If a required column is missing, a value has the wrong type, an identifier is
+        repeated, or a row refers to a chunk or crystal that does not exist.
+    """
+    crystals_in = _or_empty(crystals, CRYSTAL_COLUMNS)
+    chunks = _normalise_chunks(chunks, crystals_in)
+    peaks = _normalise_peaks(_or_empty(peaks, PEAK_COLUMNS), chunks)
+    crystals = _normalise_crystals(crystals_in, chunks)
+    refls = _normalise_reflections(_or_empty(reflections, REFLECTION_COLUMNS), crystals)
+    crystals = _fill_crystal_derived(crystals, refls)
+    if chunks["peak_resolution_one_over_d"].isna().any():
+        best = peaks.groupby("chunk")["one_over_d"].max()
+        fill = chunks["chunk"].map(best).fillna(0.0).astype(float)
+        chunks["peak_resolution_one_over_d"] = chunks["peak_resolution_one_over_d"].fillna(fill)
+    return chunks, peaks, crystals, refls
+
+
+def _or_empty(table: pd.DataFrame | None, dtypes: dict[str, str]) -> pd.DataFrame:
+    if table is None:
+        return pd.DataFrame({name: pd.Series(dtype=t) for name, t in dtypes.items()})
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(table).__name__}")
+    return table.copy()
+
+
+def _require(table: pd.DataFrame, names: list[str], what: str) -> None:
+    missing = [n for n in names if n not in table.columns]
+    if missing:
+        raise DataError(f"{what} table lacks column(s) {', '.join(missing)}", field=missing[0])
+
+
+def _cast(table: pd.DataFrame, dtypes: dict[str, str], what: str) -> pd.DataFrame:
+    """Cast the standard columns, put them first, keep (chunks only) extra columns after."""
+    for name, dtype in dtypes.items():
+        if str(table[name].dtype) == dtype:
+            continue
+        try:
+            if dtype == "object":
+                values = table[name].astype(object)
+                table[name] = values.where(values.notna(), None)
+            elif dtype == "bool":
+                table[name] = table[name].astype(bool)
+            else:
+                table[name] = table[name].astype(dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{what} column has wrong type ({exc})", field=name) from None
+    order = list(dtypes) + [c for c in table.columns if c not in dtypes]
+    return table[order].reset_index(drop=True)
+
+
+def _unique(values: pd.Series, what: str) -> None:
+    if values.duplicated().any():
+        raise DataError(f"{what} numbers must be unique", field=what)
+
+
+def _known(values: pd.Series, known: pd.Series, what: str, ref: str) -> None:
+    bad = ~values.isin(known)
+    if bad.any():
+        raise DataError(
+            f"{what} refers to {ref} {values[bad].iloc[0]} which does not exist", field=ref
+        )
+
+
+def _tokens(values: pd.Series, what: str) -> None:
+    """Panel names etc.: one non-empty word each."""
+    for value in values.unique():
+        if (
+            not isinstance(value, str)
+            or not value
+            or len(value.split()) != 1
+            or value != value.strip()
+        ):
+            raise DataError(f"{what} must be one word, got {value!r}", field=what)
+
+
+def _normalise_chunks(chunks: pd.DataFrame, crystals: pd.DataFrame) -> pd.DataFrame:
+    chunks = _or_empty(chunks, CHUNK_COLUMNS)
+    _require(chunks, ["file"], "chunks")
+    n = len(chunks)
+    if "chunk" not in chunks:
+        chunks["chunk"] = np.arange(n)
+    _unique(chunks["chunk"], "chunk")
+    _energy(chunks)
+    with_crystals = (
+        chunks["chunk"].isin(crystals["chunk"]).to_numpy()
+        if "chunk" in crystals
+        else np.zeros(n, dtype=bool)
+    )
+    defaults: dict[str, Any] = {
+        "event": None,
+        "serial": chunks["chunk"].to_numpy() + 1,
+        "hit": 1,
+        "indexed_by": np.where(with_crystals, "file", "none"),
+        "n_indexing_tries": pd.NA,
+        "beam_divergence_rad": 0.0,
+        "beam_bandwidth": 1e-8,
+        "average_camera_length_mm": np.nan,
+        "num_peaks": pd.NA,
+        "num_saturated_peaks": pd.NA,
+        "peak_resolution_one_over_d": np.nan,
+        "has_peaks": True,
+    }
+    for name, value in defaults.items():
+        if name not in chunks:
+            chunks[name] = value
+    chunks = _cast(chunks, CHUNK_COLUMNS, "chunks")
+    for name in ("file", "event", "indexed_by", *chunks.columns[len(CHUNK_COLUMNS) :]):
+        for value in chunks[name].dropna():
+            _one_line(str(value), name)
+    for name in chunks.columns[len(CHUNK_COLUMNS) :]:
+        if " = " in name or not name.strip() or "\n" in name:
+            raise DataError("extra chunk column names must not contain ' = '", field=name)
+    return chunks
+
+
+def _energy(chunks: pd.DataFrame) -> None:
+    if "photon_energy_eV" not in chunks and "wavelength_A" not in chunks:
+        raise DataError(
+            "chunks table needs photon_energy_eV or wavelength_A", field="photon_energy_eV"
+        )
+    energy = pd.to_numeric(chunks.get("photon_energy_eV", pd.Series(np.nan, index=chunks.index)))
+    wavelength = pd.to_numeric(chunks.get("wavelength_A", pd.Series(np.nan, index=chunks.index)))
+    energy = energy.astype(float).fillna(HC_EV_A / wavelength.astype(float))
+    if not (np.isfinite(energy) & (energy > 0)).all():
+        raise DataError("photon energies must be positive", field="photon_energy_eV")
+    chunks["photon_energy_eV"] = energy
+    chunks["wavelength_A"] = wavelength.astype(float).fillna(HC_EV_A / energy)
+
+
+def _normalise_peaks(peaks: pd.DataFrame, chunks: pd.DataFrame) -> pd.DataFrame:
+    _require(peaks, ["chunk", "fs", "ss", "intensity", "panel"], "peaks")
+    if "one_over_d" not in peaks:
+        peaks["one_over_d"] = np.nan
+    peaks = _cast(peaks, PEAK_COLUMNS, "peaks")[list(PEAK_COLUMNS)]
+    _known(peaks["chunk"], chunks["chunk"], "peaks", "chunk")
+    _tokens(peaks["panel"], "panel")
+    return peaks
+
+
+def _normalise_crystals(crystals: pd.DataFrame, chunks: pd.DataFrame) -> pd.DataFrame:
+    _require(crystals, ["chunk", *_STAR], "crystals")
+    defaults: dict[str, Any] = {
+        "crystal": np.arange(len(crystals)),
+        "lattice_type": "triclinic",
+        "centering": "P",
+        "unique_axis": "?",
+        "profile_radius": np.nan,
+        "final_residual": np.nan,
+        "det_shift_x_mm": 0.0,
+        "det_shift_y_mm": 0.0,
+        "resolution_limit_one_over_d": np.nan,
+        "num_reflections": pd.NA,
+        "num_saturated_reflections": 0,
+        "num_implausible_reflections": 0,
+        "has_reflections": True,
+        "notes": "",
+        **{name: np.nan for name in _CELL},
+    }
+    for name, value in defaults.items():
+        if name not in crystals:
+            crystals[name] = value
+    crystals = _cast(crystals, CRYSTAL_COLUMNS, "crystals")[list(CRYSTAL_COLUMNS)]
+    _unique(crystals["crystal"], "crystal")
+    _known(crystals["chunk"], chunks["chunk"], "crystals", "chunk")
+    for name, allowed in (
+        ("lattice_type", LATTICE_TYPES),
+        ("centering", tuple(CENTERINGS)),
+        ("unique_axis", ("a", "b", "c", "?", "*")),
+    ):
+        bad = ~crystals[name].isin(allowed)
+        if bad.any():
+            raise DataError(f"{crystals[name][bad].iloc[0]!r} is not one of {allowed}", field=name)
+    crystals["notes"] = crystals["notes"].fillna("").astype(str)
+    for note in crystals["notes"]:
+        if any(
+            line.startswith(("---", "End of", "Reflections measured")) for line in note.split("\n")
+        ):
+            raise DataError("crystal notes must not contain stream markers", field="notes")
+    return crystals
+
+
+def _normalise_reflections(refls: pd.DataFrame, crystals: pd.DataFrame) -> pd.DataFrame:
+    _require(refls, ["crystal", "h", "k", "l", "I", "sigma", "fs", "ss", "panel"], "reflections")
+    for name in ("peak", "background"):
+        if name not in refls:
+            refls[name] = np.nan
+    refls = validate_reflections(refls)
+    refls = _cast(refls, REFLECTION_COLUMNS, "reflections")[list(REFLECTION_COLUMNS)]
+    _known(refls["crystal"], crystals["crystal"], "reflections", "crystal")
+    _tokens(refls["panel"], "panel")
+    return refls
+
+
+def _fill_crystal_derived(crystals: pd.DataFrame, refls: pd.DataFrame) -> pd.DataFrame:
+    """Cell parameters from the reciprocal basis, resolution limits from the reflections."""
+    star = crystals[_STAR].to_numpy(dtype=float).reshape(-1, 3, 3)
+    missing = crystals[_CELL].isna().any(axis=1).to_numpy()
+    for i in np.flatnonzero(missing):
+        cell = cell_from_reciprocal(star[i])
+        if cell is None:
+            raise DataError(
+                f"crystal {crystals['crystal'].iloc[i]} has a singular reciprocal basis",
+                field="astar_x",
+            )
+        crystals.loc[crystals.index[i], _CELL] = cell
+    if crystals["resolution_limit_one_over_d"].isna().any() and len(refls):
+        row_of = pd.Series(np.arange(len(crystals)), index=crystals["crystal"].to_numpy())
+        ub = star.transpose(0, 2, 1)[row_of[refls["crystal"].to_numpy()].to_numpy()]
+        hkl = refls[["h", "k", "l"]].to_numpy(dtype=float)
+        s = np.linalg.norm(np.einsum("nij,nj->ni", ub, hkl), axis=1)
+        best = pd.Series(s).groupby(refls["crystal"].to_numpy()).max()
+        fill = crystals["crystal"].map(best)
+        crystals["resolution_limit_one_over_d"] = crystals["resolution_limit_one_over_d"].fillna(
+            fill
+        )
+    return crystals
