@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 
 from crystalscope.config import (
     RESOLVED_CONFIG_NAME,
@@ -11,6 +12,7 @@ from crystalscope.config import (
 )
 from crystalscope.errors import ConfigError, CrystalscopeError, FormatError
 from crystalscope.io.atomic import atomic_write
+from fuzzing import FUZZ_SETTINGS, assert_only_format_errors, mutations
 
 
 def test_error_message_names_file_line_and_field() -> None:
@@ -97,3 +99,32 @@ def test_atomic_write_refuses_overwrite(tmp_path: Path) -> None:
     with atomic_write(target) as fh:
         fh.write("new")
     assert target.read_text() == "new"
+
+
+_CONFIG_SEED = """\
+input:
+  - run1/*.h5
+  - run2.lst
+beam:
+  voltage_kv: 200
+detector:
+  geometry: detector.geom
+  distance_mm: 1100.5
+compute:
+  scheduler: distributed
+  address: tcp://10.0.0.1:8786
+  n_workers: 4
+  progress: false
+output:
+  directory: processed
+  overwrite: true
+"""
+
+
+@FUZZ_SETTINGS
+@given(text=mutations(_CONFIG_SEED))
+def test_fuzzed_config_raises_only_config_errors(
+    text: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "run.yaml"
+    assert_only_format_errors(load_config, text, path)

@@ -210,7 +210,9 @@ def test_real_stream_columns_and_dtypes(test_stream: Stream) -> None:
         (test_stream.reflections, REFLECTION_COLUMNS),
     ):
         assert list(table.columns[: len(spec)]) == list(spec)
-        assert {c: str(table[c].dtype) for c in spec} == spec
+        # pandas 3 gives text columns its "str" dtype where pandas 2 gives "object"
+        dtypes = {c: str(table[c].dtype).replace("str", "object") for c in spec}
+        assert dtypes == spec
     extras = list(test_stream.chunks.columns[len(CHUNK_COLUMNS) :])
     assert extras == ["hdf5/LCLS/detector0-EncoderValue", "hdf5/LCLS/photon_energy_eV"]
     assert test_stream.chunks[extras[0]].dtype == np.float64
