@@ -410,7 +410,7 @@ def test_incomplete_or_inconsistent_geometry(text: str, field: str | None, messa
 def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not found"):
         read_geom(tmp_path / "none.geom")
-    with pytest.raises(FormatError, match="cannot read"):
+    with pytest.raises(FormatError, match="is a directory"):
         read_geom(tmp_path)
     latin = tmp_path / "l.geom"
     latin.write_bytes(b"; caf\xe9\n" + SINGLE.encode())

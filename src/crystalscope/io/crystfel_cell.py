@@ -41,6 +41,7 @@ import gemmi
 
 from crystalscope.errors import DataError, FormatError
 from crystalscope.io.atomic import atomic_write
+from crystalscope.io.textfile import read_text
 
 __all__ = [
     "CELL_HEADER",
@@ -178,17 +179,7 @@ def read_cell(path: str | os.PathLike[str]) -> UnitCellFile:
         If the file is missing, unreadable or malformed (see the module docstring).
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=p) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=p) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise FormatError("file is not UTF-8 text", path=p, line=line) from None
+    text = read_text(p)
     return parse_cell(text, path=p)
 
 

@@ -19,10 +19,10 @@ import re
 import warnings
 from pathlib import Path
 
-from crystalscope.errors import FormatError
 from crystalscope.io.atomic import atomic_write
 from crystalscope.io.crystfel_geom_parse import GeomParser
 from crystalscope.io.crystfel_geom_write import format_geom
+from crystalscope.io.textfile import read_text
 from crystalscope.model.detector import Detector
 
 __all__ = ["GeometryWarning", "format_geom", "parse_geom", "read_geom", "write_geom"]
@@ -75,17 +75,7 @@ def read_geom(path: str | os.PathLike[str]) -> Detector:
         If the file cannot be read or is malformed (see :func:`parse_geom`).
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=p) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=p) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return parse_geom(text, p)
+    return parse_geom(read_text(p, fallback="latin-1"), p)
 
 
 def write_geom(detector: Detector, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:

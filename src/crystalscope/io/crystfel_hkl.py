@@ -35,6 +35,7 @@ import pandas as pd
 from crystalscope.errors import DataError, FormatError
 from crystalscope.io._crystfel_columns import read_blocks
 from crystalscope.io.atomic import atomic_write
+from crystalscope.io.textfile import read_text
 from crystalscope.model.reflections import validate_reflections
 
 __all__ = [
@@ -78,21 +79,7 @@ def read_hkl(path: str | os.PathLike[str]) -> pd.DataFrame:
         If the file is missing, unreadable or malformed.
     """
     p = Path(path)
-    return parse_hkl(_read_text(p), path=p)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=path) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=path) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise FormatError("file is not UTF-8 text", path=path, line=line) from None
+    return parse_hkl(read_text(p), path=p)
 
 
 def parse_hkl(text: str, *, path: str | os.PathLike[str] | None = None) -> pd.DataFrame:

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crystalscope.errors import DataError, FormatError
+from crystalscope.errors import DataError
 from crystalscope.io.crystfel_cell import UnitCellFile, parse_cell
+from crystalscope.io.textfile import read_text
 from crystalscope.model.beam import photon_wavelength
 
 __all__ = [
@@ -302,17 +303,7 @@ def read_stream(path: str | os.PathLike[str], *, allow_truncated: bool = False) 
         If the file is missing, unreadable or malformed.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=p) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=p) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise FormatError("file is not UTF-8 text", path=p, line=line) from None
+    text = read_text(p)
     return parse_stream(text, path=p, allow_truncated=allow_truncated)
 
 

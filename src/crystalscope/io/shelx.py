@@ -36,6 +36,7 @@ import pandas as pd
 from crystalscope.errors import DataError, FormatError
 from crystalscope.io.atomic import atomic_write
 from crystalscope.io.reflection_data import ReflectionData
+from crystalscope.io.textfile import read_file_bytes
 from crystalscope.model.reflections import make_reflections, validate_reflections
 
 __all__ = ["read_shelx_hkl", "read_shelx_hkl_text", "write_shelx_hkl"]
@@ -94,12 +95,7 @@ def read_shelx_hkl_text(
 
 def _read_text(path: str | os.PathLike[str]) -> str:
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=p) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=p) from None
+    raw = read_file_bytes(p)
     if b"\x00" in raw:
         raise FormatError("binary data (NUL bytes) in a text reflection file", path=p)
     return raw.decode("utf-8", errors="replace")

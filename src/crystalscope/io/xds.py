@@ -55,6 +55,7 @@ import pandas as pd
 
 from crystalscope.errors import FormatError
 from crystalscope.io.reflection_data import ReflectionData
+from crystalscope.io.textfile import read_text
 from crystalscope.model.reflections import validate_reflections
 
 __all__ = ["read_xds_ascii", "read_xds_integrate"]
@@ -134,13 +135,7 @@ read_xds_ascii = read_xds_integrate
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError("file not found", path=path) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read file ({exc.strerror})", path=path) from None
-    lines = raw.decode("utf-8", errors="replace").splitlines()
+    lines = read_text(path, fallback="replace").splitlines()
     first = lines[0] if lines else ""
     if not first.startswith(("!OUTPUT_FILE=INTEGRATE.HKL", "!FORMAT=XDS_ASCII")):
         raise FormatError(
