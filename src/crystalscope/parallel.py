@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
 from dask.callbacks import Callback
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from crystalscope.config import ComputeConfig
 
-__all__ = ["RichProgress", "compute", "open_client"]
+__all__ = ["RichProgress", "byte_progress", "compute", "open_client"]
 
 
 class RichProgress(Callback):  # type: ignore[misc]
@@ -62,6 +69,27 @@ class RichProgress(Callback):  # type: ignore[misc]
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+@contextlib.contextmanager
+def byte_progress(
+    description: str = "writing", enabled: bool = True
+) -> Iterator[Callable[[int, int], None]]:
+    """Yield a ``progress(done, total)`` callback that drives a rich bar in bytes.
+
+    Shows nothing when ``enabled`` is false or stderr is not a terminal.
+    """
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 @contextlib.contextmanager

@@ -127,7 +127,10 @@ def _convert_frames(src: Path, src_kind: str, dst: Path, dst_kind: str, overwrit
             ds = Dataset.open(src, data_path=find_frames_dataset(src)[0])
         else:
             ds = Dataset.open(src)
-        ds.write(dst, overwrite=overwrite)
+        from crystalscope.parallel import byte_progress
+
+        with byte_progress(f"writing {dst.name}") as progress:
+            ds.write(dst, overwrite=overwrite, progress=progress)
         return f"{ds.n_frames} frames"
     if dst_kind not in IMAGE_KINDS:
         raise CrystalscopeError(f"cannot convert frames to {dst_kind}", path=dst)
