@@ -40,6 +40,7 @@ __all__ = [
     "RunConfig",
     "StrictModel",
     "load_config",
+    "load_yaml_mapping",
     "parse_config",
     "write_resolved_config",
 ]
@@ -151,13 +152,14 @@ def parse_config(
         raise _format_validation_error(err, src) from None
 
 
-def load_config(path: str | os.PathLike[str], model: type[M] = RunConfig) -> M:  # type: ignore[assignment]
-    """Read and validate a YAML configuration file.
+def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (empty file: empty mapping).
 
     Raises
     ------
     ConfigError
-        Unreadable YAML (with its line), unknown keys or invalid values (with the key path).
+        Missing or unreadable file, malformed YAML (with its line), or a top level that
+        is not a mapping.
     """
     p = Path(path)
     try:
@@ -173,7 +175,22 @@ def load_config(path: str | os.PathLike[str], model: type[M] = RunConfig) -> M: 
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(f"not valid YAML: {problem}", path=p, line=line) from None
-    return parse_config(data, model, source=p)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of sections", path=p)
+    return data
+
+
+def load_config(path: str | os.PathLike[str], model: type[M] = RunConfig) -> M:  # type: ignore[assignment]
+    """Read and validate a YAML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable YAML (with its line), unknown keys or invalid values (with the key path).
+    """
+    return parse_config(load_yaml_mapping(path), model, source=path)
 
 
 def write_resolved_config(

@@ -17,6 +17,7 @@ from crystalscope import __version__
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import demo as demo_cmd
 from crystalscope.cli import info as info_cmd
+from crystalscope.cli import simulate as simulate_cmd
 from crystalscope.errors import CrystalscopeError
 
 __all__ = ["app", "main"]
@@ -56,6 +57,7 @@ def _root(
 app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
 app.command("demo")(demo_cmd.demo)
+app.add_typer(simulate_cmd.app, name="simulate")
 
 
 def main(argv: list[str] | None = None) -> int:
