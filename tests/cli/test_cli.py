@@ -149,14 +149,13 @@ def test_convert_rejects_cross_family(
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "12"]) == 0
+    assert main(["demo", "--out", str(out), "--crystals", "2"]) == 0
     text = capsys.readouterr().out
-    assert "predicted spots for 12 random orientations" in text
-    for name in ("detector.geom", "lysozyme.cell", "predictions.h5", "predictions.stream"):
+    assert "simulating 2 lysozyme-sized crystals" in text
+    for name in ("frames.h5", "truth.h5", "detector.geom", "config.resolved.yaml"):
         assert (out / name).is_file()
-    rec = _info_json(out / "predictions.stream", capsys)
-    assert rec["crystals"] == rec["chunks"]
-    assert (out / "config.resolved.yaml").is_file()
+    rec = _info_json(out / "frames.h5", capsys)
+    assert rec["format"] == "dataset" and rec["crystals"] == 2 * 3  # 3 dose fractions each
     # a second run refuses to clobber unless asked
     assert main(["demo", "--out", str(out), "--no-overwrite"]) == EXIT_USER_ERROR
     shutil.rmtree(out)

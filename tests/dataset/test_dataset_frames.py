@@ -118,12 +118,9 @@ def test_distributed_client(tmp_path: Path) -> None:
 
 _MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
-    import numpy as np, psutil, dask.array as da
+    import json, sys, tracemalloc
+    import numpy as np, dask.array as da
     from crystalscope.dataset import Dataset
-
-    def rss_mb():
-        return psutil.Process().memory_info().rss / 2**20
 
     def frame(block, block_id=None):
         rng = np.random.default_rng(block_id[0])
@@ -133,23 +130,28 @@ _MEMORY_SCRIPT = textwrap.dedent(
     if phase == "write":
         frames = da.zeros((n, 512, 512), dtype=np.float32, chunks=(1, 512, 512))
         ds = Dataset.from_arrays(frames.map_blocks(frame, dtype=np.float32))
-        base = rss_mb()
+        tracemalloc.start()
         ds.write(path)
     else:
         ds = Dataset.open(path)
-        base = rss_mb()
+        tracemalloc.start()
         out = ds.map_frames(lambda f: {"sum": float(f.sum()), "max": float(f.max())})
         assert len(out) == n and out["max"].min() > 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"base": base, "peak": peak}))
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    print(json.dumps({"peak_mb": peak}))
     """
 )
 
 
 @pytest.mark.slow
 def test_reduction_runs_in_bounded_memory(tmp_path: Path) -> None:
-    """600 MB of frames are written and reduced; neither step holds them all in memory."""
-    n_frames = 600  # 512 x 512 float32 = 1 MiB each; growth seen: 40-150 MB, flat in n
+    """600 MB of frames are written and reduced; neither step holds them all in memory.
+
+    The peak is what Python and numpy hold at once (tracemalloc), which unlike the
+    resident size does not depend on how the C allocator keeps freed buffers when the
+    machine is busy; docs/benchmarks.md has resident-memory numbers for 8 GB.
+    """
+    n_frames = 600  # 512 x 512 float32 = 1 MiB each
     data_mb = n_frames * 512 * 512 * 4 / 2**20
     script = tmp_path / "memory.py"
     script.write_text(_MEMORY_SCRIPT, encoding="utf-8")
@@ -161,6 +163,5 @@ def test_reduction_runs_in_bounded_memory(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
         )
-        result = json.loads(run.stdout.strip().splitlines()[-1])
-        growth = result["peak"] - result["base"]
-        assert growth < 0.3 * data_mb, f"{phase}: memory grew by {growth:.0f} MB"
+        peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_mb"]
+        assert peak < 0.15 * data_mb, f"{phase}: {peak:.0f} MB held at once"

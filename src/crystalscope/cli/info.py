@@ -234,17 +234,38 @@ def _structure(path: Path) -> Summary:
 
 
 def _config(path: Path) -> Summary:
-    from crystalscope.config import RunConfig, load_config
+    from crystalscope.config import (
+        ConfigError,
+        RunConfig,
+        StrictModel,
+        load_yaml_mapping,
+        parse_config,
+    )
+    from crystalscope.simulate.config import RotationConfig, SerialConfig
 
-    cfg: RunConfig = load_config(path)
-    beam = cfg.beam.to_beam()
-    return {
-        "valid": "yes",
-        "inputs": len(cfg.input),
-        "beam": str(beam) if beam else "not given",
-        "scheduler": cfg.compute.scheduler,
-        "output directory": str(cfg.output.directory),
+    data = load_yaml_mapping(path)
+    kinds: dict[str, type[StrictModel]] = {
+        "run": RunConfig,
+        "serial simulation": SerialConfig,
+        "rotation simulation": RotationConfig,
     }
+    first_error: ConfigError | None = None
+    for kind, model in kinds.items():
+        try:
+            cfg: Any = parse_config(data, model, source=path)
+        except ConfigError as err:
+            first_error = first_error or err
+            continue
+        beam = cfg.beam.to_beam()
+        out: Summary = {"valid": f"yes ({kind} configuration)"}
+        out["beam"] = str(beam) if beam else "not given"
+        for key in ("n_crystals", "n_frames", "seed", "input"):
+            if key in type(cfg).model_fields:
+                value = getattr(cfg, key)
+                out[key] = len(value) if isinstance(value, list) else value
+        return out
+    assert first_error is not None
+    raise first_error
 
 
 _SUMMARIES: dict[str, Callable[[Path], Summary]] = {

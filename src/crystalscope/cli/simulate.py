@@ -154,7 +154,7 @@ def rotation(
 ) -> None:
     """Simulate a continuous-rotation series: frame files, metadata log, dataset, truth."""
     from crystalscope.simulate.config import RotationConfig
-    from crystalscope.simulate.rotation import simulate_rotation
+    from crystalscope.simulate.rotation_output import simulate_rotation
 
     shortcuts = {
         "n_frames": n_frames,

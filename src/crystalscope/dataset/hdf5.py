@@ -19,7 +19,6 @@ that any HDF5 tool reads them without plugins.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,33 +77,27 @@ class FilePart:
 # --------------------------------------------------------------------------- writing
 
 
-class _ProgressTarget:
-    """Wraps an h5py dataset for ``da.store`` and reports the bytes written."""
-
-    def __init__(self, dset: h5py.Dataset, counter: _Counter) -> None:
-        self.dset = dset
-        self.counter = counter
-        self.shape = dset.shape
-        self.dtype = dset.dtype
-
-    def __setitem__(self, key: Any, value: np.ndarray) -> None:
-        self.dset[key] = value
-        self.counter.add(int(np.asarray(value).nbytes))
-
-
 class _Counter:
     def __init__(self, total: int, callback: Progress | None) -> None:
         self.total = total
         self.done = 0
         self.callback = callback
-        self.lock = threading.Lock()
 
     def add(self, nbytes: int) -> None:
-        with self.lock:
-            self.done += nbytes
-            done = self.done
+        self.done += nbytes
         if self.callback is not None:
-            self.callback(done, self.total)
+            self.callback(self.done, self.total)
+
+
+#: Bytes of stack data computed per batch while writing (bounds the write's memory).
+WRITE_BATCH_BYTES = 16 * 2**20
+
+
+def _batch_frames(stacks: Mapping[str, da.Array], n_frames: int) -> int:
+    """Frames per write batch: at least two per worker thread, otherwise ~16 MB."""
+    per_frame = sum(int(a.nbytes) // max(n_frames, 1) for a in stacks.values())
+    threads = 2 * (os.cpu_count() or 1)
+    return max(threads, min(n_frames, WRITE_BATCH_BYTES // max(per_frame, 1)))
 
 
 def _stack_for_file(name: str, array: da.Array) -> da.Array:
@@ -196,21 +189,40 @@ def write_dataset(
 def _store_stacks(
     group: h5py.Group, stacks: Mapping[str, da.Array], compress: bool, progress: Progress | None
 ) -> None:
+    """Compute the stacks batch by batch on local threads and write each batch.
+
+    Each batch of frames is computed in parallel and written before the next starts, so
+    memory holds at most one batch (~16 MB, at least two frames per thread) whatever the
+    scheduler's ordering and however slow the disk.  h5py handles cannot travel to other
+    processes, so the writes always happen here.
+    """
     total = sum(int(arr.nbytes) for arr in stacks.values())
     counter = _Counter(total, progress)
-    sources: list[da.Array] = []
-    targets: list[Any] = []
-    for name, arr in stacks.items():
-        dset = _create_stack(group, name, arr, compress)
-        if arr.size:
-            sources.append(arr)
-            targets.append(_ProgressTarget(dset, counter))
+    targets = {name: _create_stack(group, name, arr, compress) for name, arr in stacks.items()}
+    names = [name for name, arr in stacks.items() if arr.size]
     if progress is not None:
         progress(0, total)
-    if sources:
-        # h5py handles cannot travel to other processes: always local threads.
+    if not names:
+        return
+    n = int(stacks[names[0]].shape[0])
+    step = _batch_frames({k: stacks[k] for k in names}, n)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
         with dask.config.set(scheduler="threads"):
-            da.store(sources, targets, lock=threading.Lock(), compute=True)
+            values = dask.compute(*(stacks[k][start:stop] for k in names))
+        for name, value in zip(names, values, strict=True):
+            _write_batch(targets[name], start, np.asarray(value), counter)
+
+
+def _write_batch(dset: h5py.Dataset, start: int, value: np.ndarray, counter: _Counter) -> None:
+    """Write a batch; frame by frame (with progress) for image-like stacks."""
+    if value.ndim < 3:
+        dset[start : start + len(value)] = value
+        counter.add(int(value.nbytes))
+        return
+    for i, frame in enumerate(value):
+        dset[start + i] = frame
+        counter.add(int(frame.nbytes))
 
 
 # --------------------------------------------------------------------------- reading

@@ -132,6 +132,13 @@ class RotationConfig(StrictModel):
         (0.0, 0.0), description="crystal position off the rotation axis (perp. to axis), A"
     )
     aperture_diameter_a: float | None = Field(None, gt=0, description="selected-area aperture")
+    orientation_u: tuple[float, float, float, float, float, float, float, float, float] | None = (
+        Field(
+            None,
+            description="U at phi = 0 (crystal Cartesian -> lab), 9 values row by row; "
+            "None: random from the seed",
+        )
+    )
     seed: int = 0
     beam: BeamConfig = Field(default_factory=lambda: BeamConfig(voltage_kv=200.0))
     source: SourceConfig = Field(default_factory=SourceConfig)

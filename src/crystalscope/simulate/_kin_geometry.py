@@ -1,0 +1,118 @@
+"""Fast ray casting onto detector panels for :mod:`crystalscope.simulate.kinematics`.
+
+Same semantics as :meth:`crystalscope.model.detector.Detector.lab_to_pixel` (a ray
+``t d``, ``t > 0``, hits panel ``i`` where its corner-convention coordinates satisfy
+``0 <= u < n_fs`` and ``0 <= v < n_ss``; where panels overlap the nearest wins, the first
+in file order on ties), but evaluated for all panels at once as ``(rays, panels)``
+arrays instead of one panel at a time, which matters for detectors of many panels
+(a 64-panel CSPAD: ~30x faster for a still's few hundred rays).
+
+The panel planes come from the detector's public :meth:`pixel_to_lab`, so camera
+length, ``coffset`` and the detector shift are the model's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+
+from crystalscope.model.detector import Detector
+
+_CACHE_SIZE = 8
+_CHUNK_ELEMENTS = 1_000_000  # rays x panels evaluated at once
+
+
+class Planes(NamedTuple):
+    """Per-panel lab geometry in mm (rows follow ``Detector.panels``)."""
+
+    origin: np.ndarray  # (P, 3) corner-convention (0, 0) of each panel, unshifted
+    fs_vec: np.ndarray  # (P, 3) one pixel along fs
+    ss_vec: np.ndarray  # (P, 3) one pixel along ss
+    normal: np.ndarray  # (P, 3) fs_vec x ss_vec
+    n_fs: np.ndarray  # (P,)
+    n_ss: np.ndarray  # (P,)
+
+
+_cache: OrderedDict[int, tuple[Detector, Planes]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def panel_planes(detector: Detector) -> Planes:
+    """The :class:`Planes` of ``detector`` (cached; detectors are immutable)."""
+    key = id(detector)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] is detector:
+            _cache.move_to_end(key)
+            return hit[1]
+    idx = np.arange(len(detector.panels))
+    n_fs = np.array([p.n_fs for p in detector.panels], dtype=float)
+    n_ss = np.array([p.n_ss for p in detector.panels], dtype=float)
+    origin = detector.pixel_to_lab(idx, -0.5, -0.5)
+    fs_vec = (detector.pixel_to_lab(idx, n_fs - 0.5, -0.5) - origin) / n_fs[:, None]
+    ss_vec = (detector.pixel_to_lab(idx, -0.5, n_ss - 0.5) - origin) / n_ss[:, None]
+    planes = Planes(origin, fs_vec, ss_vec, np.cross(fs_vec, ss_vec), n_fs, n_ss)
+    with _lock:
+        _cache[key] = (detector, planes)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return planes
+
+
+def _coords(
+    planes: Planes, sel: slice | np.ndarray, dirs: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``t, u, v`` (corner convention) of rays ``t dirs`` on the planes ``sel``: (N, P')."""
+    origin = planes.origin[sel] + np.array([shift[0], shift[1], 0.0])
+    a, b, n = planes.fs_vec[sel], planes.ss_vec[sel], planes.normal[sel]
+    aa = np.einsum("pj,pj->p", a, a)
+    ab = np.einsum("pj,pj->p", a, b)
+    bb = np.einsum("pj,pj->p", b, b)
+    det = aa * bb - ab * ab
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.einsum("pj,pj->p", origin, n) / (dirs @ n.T)
+        xa = t * (dirs @ a.T) - np.einsum("pj,pj->p", origin, a)
+        xb = t * (dirs @ b.T) - np.einsum("pj,pj->p", origin, b)
+        u = (bb * xa - ab * xb) / det
+        v = (aa * xb - ab * xa) / det
+    return t, u, v
+
+
+def plane_hit(
+    planes: Planes, panel: int, dirs: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Panel-relative pixel-centre ``fs, ss`` where rays cross ``panel``'s (extended) plane.
+
+    Returns ``fs, ss`` and whether each ray crosses the plane downstream (``t > 0``);
+    ``fs, ss`` are NaN where it does not.
+    """
+    t, u, v = _coords(planes, slice(panel, panel + 1), dirs, shift)
+    ok = (np.isfinite(t) & (t > 0))[:, 0]
+    fs = np.where(ok, u[:, 0] - 0.5, np.nan)
+    ss = np.where(ok, v[:, 0] - 0.5, np.nan)
+    return fs, ss, ok
+
+
+def cast(
+    planes: Planes, dirs: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Panel (-1: none) and panel-relative pixel-centre ``fs, ss`` (NaN: none) of rays."""
+    n = len(dirs)
+    panel = np.full(n, -1, dtype=np.intp)
+    fs = np.full(n, np.nan)
+    ss = np.full(n, np.nan)
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(planes.n_fs)))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        t, u, v = _coords(planes, slice(None), dirs[start:stop], shift)
+        hit = (t > 0) & (u >= 0) & (u < planes.n_fs) & (v >= 0) & (v < planes.n_ss)
+        best = np.argmin(np.where(hit, t, np.inf), axis=1)
+        rows = np.arange(stop - start)
+        found = hit[rows, best]
+        panel[start:stop] = np.where(found, best, -1)
+        fs[start:stop] = np.where(found, u[rows, best] - 0.5, np.nan)
+        ss[start:stop] = np.where(found, v[rows, best] - 0.5, np.nan)
+    return panel, fs, ss
