@@ -144,3 +144,27 @@ def test_cli_simulate_serial(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         == EXIT_USER_ERROR
     )
     assert "zero_ordr" in capsys.readouterr().err
+
+
+def test_given_orientations_are_used_in_order(tmp_path: Path) -> None:
+    from scipy.spatial.transform import Rotation
+
+    from crystalscope.errors import ConfigError, FormatError
+    from crystalscope.simulate.serial import load_orientations
+
+    u = Rotation.from_euler("zyx", [[10, 20, 30], [-40, 5, 70], [0, 0, 0]], degrees=True)
+    path = tmp_path / "u.txt"
+    lines = [" ".join(f"{v:.15f}" for v in m.ravel()) for m in u.as_matrix()]
+    path.write_text("# U row by row\n" + "\n".join(lines) + "\n")
+    cfg = _small(n_crystals=3)
+    cfg.crystal.orientations = path
+    _, crystals = plan_serial(cfg, 0.055)
+    got = crystals[[f"u{i}{j}" for i in range(3) for j in range(3)]].to_numpy().reshape(-1, 3, 3)
+    np.testing.assert_allclose(got, u.as_matrix(), atol=1e-12)
+    cfg.n_crystals = 4
+    with pytest.raises(ConfigError, match="needs 4"):
+        plan_serial(cfg, 0.055)
+    path.write_text(lines[0] + "\n1 0 0 0 1 0 0 0 2\n")
+    with pytest.raises(FormatError) as info:
+        load_orientations(path)
+    assert info.value.line == 2 and "u.txt" in str(info.value)

@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 
 from crystalscope.config import write_resolved_config
-from crystalscope.errors import ConfigError, CrystalscopeError
+from crystalscope.errors import ConfigError, CrystalscopeError, FormatError
 from crystalscope.model.beam import Beam
 from crystalscope.model.crystal import Crystal
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
-from crystalscope.model.orientation import random_rotations
+from crystalscope.model.orientation import check_rotation, random_rotations
 from crystalscope.simulate.config import SerialConfig
 from crystalscope.simulate.kinematics import centre_px, predict_still
 from crystalscope.simulate.presets import detector_preset
@@ -71,6 +71,51 @@ def _detector(config: SerialConfig, beam: Beam) -> Detector:
     return detector_preset(config.detector.preset or "single", config.detector.distance_mm, beam)
 
 
+def load_orientations(path: str | os.PathLike[str]) -> np.ndarray:
+    """Orientation matrices U from a text file: one crystal per line, 9 numbers row by row.
+
+    Raises
+    ------
+    FormatError
+        Unreadable file, a line without 9 numbers, or a matrix that is not a proper
+        rotation (the message names the file and the line).
+    """
+    from crystalscope.io.textfile import read_text
+
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        text = line.split("#", 1)[0].replace(",", " ").split()
+        if not text:
+            continue
+        try:
+            values = np.array([float(v) for v in text])
+        except ValueError:
+            raise FormatError("expected 9 numbers", path=path, field="U", line=number) from None
+        if values.size != 9:
+            raise FormatError(f"expected 9 numbers, got {values.size}", path=path, line=number)
+        try:
+            rows.append(check_rotation(values.reshape(3, 3)))
+        except CrystalscopeError as err:
+            raise FormatError(err.message, path=path, field="U", line=number) from None
+    if not rows:
+        raise FormatError("no orientation matrices in the file", path=path, field="U")
+    return np.stack(rows)
+
+
+def _orientations(config: SerialConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` orientations: from ``crystal.orientations`` in order, else Haar-random."""
+    if config.crystal.orientations is None:
+        return random_rotations(n, rng)
+    given = load_orientations(config.crystal.orientations)
+    if len(given) < n:
+        raise ConfigError(
+            f"the data set needs {n} crystal orientations, the file has {len(given)}",
+            path=config.crystal.orientations,
+            field="crystal.orientations",
+        )
+    return given[:n]
+
+
 def plan_serial(config: SerialConfig, pixel_size_mm: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Draw the shots, crystals, orientations, jitter and doses of a data set.
 
@@ -92,7 +137,7 @@ def plan_serial(config: SerialConfig, pixel_size_mm: float) -> tuple[pd.DataFram
     two = hit & (rng.random(n_shots) < config.two_lattice_fraction)
     n_lattices = hit.astype(int) + two.astype(int)
     jitter = rng.normal(0.0, config.beam_effects.centre_jitter_px, size=(n_shots, 2))
-    rotations = random_rotations(int(n_lattices.sum()), rng)
+    rotations = _orientations(config, int(n_lattices.sum()), rng)
     frame = np.arange(n_shots * fpc)
     shot = frame // fpc
     fraction = frame % fpc
