@@ -98,6 +98,7 @@ __all__ = [
     "MIN_SIGMA_PX",
     "RADIAL_TOL",
     "DetectorState",
+    "apply_response",
     "make_detector_state",
     "render_expected",
     "render_frame",
@@ -377,6 +378,20 @@ def render_frame(
     )  # fmt: skip
     if expected_only:
         return expected.astype(np.float32)
+    return apply_response(expected, det_fx, state, rng)
+
+
+def apply_response(
+    expected: np.ndarray,
+    det_fx: DetectorEffects,
+    state: DetectorState,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """Detector effects on an expected-counts image (steps 3-9 of :func:`render_frame`).
+
+    Flat field, Poisson noise, paralyzable dead time, gain, hot pixels, dead pixels and
+    saturation, each as switched on in ``det_fx``; returns float32 ADU.
+    """
     if state.shape != expected.shape:
         raise DataError(
             f"detector state has shape {state.shape}, frames have {expected.shape}", field="state"

@@ -67,12 +67,16 @@ from crystalscope.model.crystal import Crystal
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.model.orientation import random_rotation, rotation_matrix
-from crystalscope.simulate._render_kernels import respond
 from crystalscope.simulate._render_layout import layout
-from crystalscope.simulate.config import DetectorEffects, RotationConfig
+from crystalscope.simulate.config import RotationConfig
 from crystalscope.simulate.kinematics import centre_px, project_rays, reflection_scale
 from crystalscope.simulate.presets import detector_preset
-from crystalscope.simulate.render import DetectorState, make_detector_state, render_frame
+from crystalscope.simulate.render import (
+    DetectorState,
+    apply_response,
+    make_detector_state,
+    render_frame,
+)
 from crystalscope.simulate.rotation import (
     RotationScan,
     check_orientation,
@@ -419,7 +423,7 @@ class RotationSimulation:
             image[~layout(self.detector).in_panel] = 0.0
         if expected_only:
             return image.astype(np.float32)
-        return _respond(image, det_fx, self.state, rng)
+        return apply_response(image, det_fx, self.state, rng)
 
     def defocused_image(self, frame: int) -> np.ndarray:
         """Expected counts of the defocused image of ``frame`` (raw frame shape, float64).
@@ -450,24 +454,6 @@ class RotationSimulation:
         m = np.column_stack([a[:2], b[:2]])  # (x, y) per unit (fs, ss)
         inv = np.linalg.inv(m)
         return np.asarray(inv / np.sqrt(abs(np.linalg.det(inv))), dtype=float)
-
-
-def _respond(
-    expected: np.ndarray, det_fx: DetectorEffects, state: DetectorState, rng: np.random.Generator
-) -> np.ndarray:
-    """Detector effects on an expected image, as in :func:`~.render.render_frame` (3-9)."""
-    gain = det_fx.gain_adu_per_count
-    sat = math.inf if det_fx.saturation_adu is None else det_fx.saturation_adu
-    flat = state.flat if det_fx.flat_field_rms > 0 else None
-    out = respond(expected, flat, rng if det_fx.noise else None,
-                  det_fx.dead_time_s / det_fx.exposure_s, gain, sat)  # fmt: skip
-    flat_out = out.reshape(-1)
-    if det_fx.hot_pixel_fraction > 0 and det_fx.hot_pixel_counts > 0:
-        hot = state.hot_index
-        flat_out[hot] = np.minimum(flat_out[hot] + det_fx.hot_pixel_counts * gain, sat)
-    if det_fx.dead_pixel_fraction > 0:
-        flat_out[state.dead_index] = 0.0
-    return out
 
 
 def _disc_coverage(
