@@ -51,12 +51,21 @@ from __future__ import annotations
 
 from typing import Literal
 
+from crystalscope.config import BeamConfig
 from crystalscope.errors import ConfigError
 from crystalscope.model.beam import Beam
 from crystalscope.model.detector import Detector
 from crystalscope.model.panel import Panel, WavelengthSource
+from crystalscope.simulate.config import SimDetectorConfig
 
-__all__ = ["PRESET_NAMES", "PresetName", "detector_preset", "preset_description"]
+__all__ = [
+    "PRESET_NAMES",
+    "PresetName",
+    "detector_preset",
+    "preset_description",
+    "simulation_beam",
+    "simulation_detector",
+]
 
 PresetName = Literal["lambda-750k", "timepix-quad", "single"]
 PRESET_NAMES: tuple[str, ...] = ("lambda-750k", "timepix-quad", "single")
@@ -193,3 +202,27 @@ def _chip(
         pixel_size_mm=PIXEL_MM,
         adu_per_photon=float(gain),
     )
+
+
+def simulation_beam(config: BeamConfig) -> Beam:
+    """The beam of a simulation; ConfigError when none is given."""
+    beam = config.to_beam()
+    if beam is None:
+        raise ConfigError("the simulation needs a beam (voltage_kv, energy_kev, ...)", field="beam")
+    return beam
+
+
+def simulation_detector(config: SimDetectorConfig, beam: Beam) -> Detector:
+    """The detector of a simulation: a CrystFEL geometry with numeric values, or a preset."""
+    if config.geometry is not None:
+        from crystalscope.io.crystfel_geom import read_geom
+
+        det = read_geom(config.geometry)
+        if not det.is_resolved:
+            raise ConfigError(
+                "the geometry takes values from data files; give numbers to simulate",
+                path=config.geometry,
+                field="clen",
+            )
+        return det
+    return detector_preset(config.preset or "single", config.distance_mm, beam)

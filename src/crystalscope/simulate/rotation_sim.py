@@ -70,7 +70,7 @@ from crystalscope.model.orientation import random_rotation, rotation_matrix
 from crystalscope.simulate._render_layout import layout
 from crystalscope.simulate.config import RotationConfig
 from crystalscope.simulate.kinematics import centre_px, project_rays, reflection_scale
-from crystalscope.simulate.presets import detector_preset
+from crystalscope.simulate.presets import simulation_beam, simulation_detector
 from crystalscope.simulate.render import (
     DetectorState,
     apply_response,
@@ -187,28 +187,6 @@ def aperture_scales(config: RotationConfig, scan: RotationScan) -> np.ndarray:
 # ---------------------------------------------------------------------- simulation
 
 
-def _beam(config: RotationConfig) -> Beam:
-    beam = config.beam.to_beam()
-    if beam is None:
-        raise ConfigError("the simulation needs a beam (voltage_kv, energy_kev, ...)", field="beam")
-    return beam
-
-
-def _detector(config: RotationConfig, beam: Beam) -> Detector:
-    if config.detector.geometry is not None:
-        from crystalscope.io.crystfel_geom import read_geom
-
-        det = read_geom(config.detector.geometry)
-        if not det.is_resolved:
-            raise ConfigError(
-                "the geometry takes values from data files; give numbers to simulate",
-                path=config.detector.geometry,
-                field="clen",
-            )
-        return det
-    return detector_preset(config.detector.preset or "single", config.detector.distance_mm, beam)
-
-
 def _orientation(config: RotationConfig) -> np.ndarray:
     if config.crystal.orientations is not None:
         raise ConfigError(
@@ -273,8 +251,8 @@ class RotationSimulation:
     @classmethod
     def build(cls, config: RotationConfig) -> RotationSimulation:
         """Resolve beam, detector, structure factors, orientation, crossings and partials."""
-        beam = _beam(config)
-        detector = _detector(config, beam)
+        beam = simulation_beam(config.beam)
+        detector = simulation_detector(config.detector, beam)
         if config.defocus_every and len(detector.raw_shape) != 2:
             raise ConfigError(
                 f"defocused frames need a detector with 2-D raw frames, not {detector.raw_shape}",

@@ -40,35 +40,13 @@ from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.model.orientation import check_rotation, random_rotations
 from crystalscope.simulate.config import SerialConfig
 from crystalscope.simulate.kinematics import centre_px, predict_still
-from crystalscope.simulate.presets import detector_preset
+from crystalscope.simulate.presets import simulation_beam, simulation_detector
 from crystalscope.simulate.render import DetectorState, make_detector_state, render_frame
 from crystalscope.simulate.structure_factors import StructureFactors, load_structure_factors
 
 __all__ = ["SerialResult", "SerialSimulation", "plan_serial", "simulate_serial"]
 
 _UB_COLUMNS = [f"{v}star_{x}" for v in "abc" for x in "xyz"]
-
-
-def _beam(config: SerialConfig) -> Beam:
-    beam = config.beam.to_beam()
-    if beam is None:
-        raise ConfigError("the simulation needs a beam (voltage_kv, energy_kev, ...)", field="beam")
-    return beam
-
-
-def _detector(config: SerialConfig, beam: Beam) -> Detector:
-    if config.detector.geometry is not None:
-        from crystalscope.io.crystfel_geom import read_geom
-
-        det = read_geom(config.detector.geometry)
-        if not det.is_resolved:
-            raise ConfigError(
-                "the geometry takes values from data files; give numbers to simulate",
-                path=config.detector.geometry,
-                field="clen",
-            )
-        return det
-    return detector_preset(config.detector.preset or "single", config.detector.distance_mm, beam)
 
 
 def load_orientations(path: str | os.PathLike[str]) -> np.ndarray:
@@ -181,8 +159,8 @@ class SerialSimulation:
     @classmethod
     def build(cls, config: SerialConfig) -> SerialSimulation:
         """Resolve beam, detector, structure factors and the plan from ``config``."""
-        beam = _beam(config)
-        detector = _detector(config, beam)
+        beam = simulation_beam(config.beam)
+        detector = simulation_detector(config.detector, beam)
         sf = load_structure_factors(config.source, beam.radiation)
         base = Crystal(sf.cell, sf.space_group)
         shots, crystals = plan_serial(config, detector.panels[0].pixel_size_mm)
