@@ -168,3 +168,48 @@ def test_given_orientations_are_used_in_order(tmp_path: Path) -> None:
     with pytest.raises(FormatError) as info:
         load_orientations(path)
     assert info.value.line == 2 and "u.txt" in str(info.value)
+
+
+def test_isolated_spot_sums_reproduce_kinematic_intensity() -> None:
+    """Pixel sums of isolated spots, averaged over noise realisations, equal
+    N_x (lambda gamma F t / V)^2 p (written out here) within Poisson error."""
+    from scipy import constants as const
+
+    from crystalscope.simulate.render import render_frame
+
+    small_cell = {"source.structure": "builtin:corundum", "source.d_min": 0.8}
+    cfg = _small(n_crystals=1, seed=0, **small_cell, **{"crystal.thickness_a": 150.0})
+    cfg.beam_effects.zero_order = False
+    cfg.beam_effects.inelastic = False
+    cfg.beam_effects.dose_e_per_a2 = 1e-2
+    sim = SerialSimulation.build(cfg)
+    spots = sim.reflections(0)
+    beam, xtal = sim.beam, cfg.crystal
+    gamma = 1 + beam.voltage_kv * 1e3 / (const.m_e * const.c**2 / const.e)
+    f = np.sqrt(sim.sf.lookup(spots[["h", "k", "l"]].to_numpy()))
+    expected = (
+        sim.n_on_crystal
+        * (beam.wavelength * gamma * f * xtal.thickness_a / sim.sf.cell.volume) ** 2
+        * spots["partiality"].to_numpy()
+    )
+    xy = spots[["fs", "ss"]].to_numpy()
+    dist = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(dist, np.inf)
+    n_ss, n_fs = sim.detector.raw_shape
+    inside = (xy[:, 0] > 8) & (xy[:, 0] < n_fs - 9) & (xy[:, 1] > 8) & (xy[:, 1] < n_ss - 9)
+    isolated = np.flatnonzero((dist.min(axis=1) > 10) & inside & (expected > 5))
+    assert len(isolated) >= 5
+    sums = np.zeros((40, len(isolated)))
+    for r in range(40):
+        image = render_frame(
+            spots, sim.detector, cfg.beam_effects, cfg.detector_effects, sim.state,
+            shift_mm=sim._shift(0), rng=np.random.default_rng(r),
+        )  # fmt: skip
+        for j, i in enumerate(isolated):
+            fs, ss = np.rint(xy[i]).astype(int)
+            sums[r, j] = image[ss - 4 : ss + 5, fs - 4 : fs + 5].sum()
+    mean = sums.mean(axis=0)
+    err = np.sqrt(expected[isolated] / 40)  # Poisson error of the mean
+    z = (mean - expected[isolated]) / err
+    assert np.all(np.abs(z) < 5), z
+    assert abs(z.mean()) < 5 / np.sqrt(len(z))
