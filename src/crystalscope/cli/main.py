@@ -17,6 +17,7 @@ from crystalscope import __version__
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import demo as demo_cmd
 from crystalscope.cli import info as info_cmd
+from crystalscope.cli import serial as serial_cmd
 from crystalscope.cli import simulate as simulate_cmd
 from crystalscope.errors import CrystalscopeError
 
@@ -58,6 +59,7 @@ app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(simulate_cmd.app, name="simulate")
+app.add_typer(serial_cmd.app, name="serial")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,7 @@ from crystalscope.model.detector_geometry import (
     resolve_detector,
     shift3,
 )
+from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.model.panel import (
     BadRegion,
     MetadataRef,
@@ -102,6 +103,12 @@ class Detector:
         Location and layout (``auto``, ``cxi``, ``list3``) of peak lists in data files.
     extra : tuple of (key, value)
         Top-level keys the reader did not know, kept for writing.
+    distortion : EllipticalDistortion or None
+        Elliptical distortion of the pattern about the direct beam (electron lenses),
+        acting in panel 0's ``(fs, ss)`` plane.  :meth:`pixel_to_lab` (and everything
+        built on it: q, 2-theta, resolution) undoes it, :meth:`lab_to_pixel` applies it.
+        Fitted from the data by :func:`crystalscope.serial.ellipticity.fit_ellipticity`;
+        CrystFEL geometry files cannot hold it (it is kept in our Dataset metadata).
     """
 
     panels: tuple[Panel, ...]
@@ -117,6 +124,7 @@ class Detector:
     peak_list: str | None = None
     peak_list_type: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    distortion: EllipticalDistortion | None = None
 
     def __post_init__(self) -> None:
         for problem in detector_problems(self):
@@ -374,7 +382,19 @@ class Detector:
         )
         if shift_mm is not None:
             r = r + shift3(shift_mm)
+        if self.distortion is not None:
+            r = self._distort_xy(r, self.distortion.correction_matrix)
         return r
+
+    def _distort_xy(self, r: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """Apply a 2x2 distortion ``matrix`` (panel-0 ``(fs, ss)`` frame) to lab x, y."""
+        p = self.panels[0]
+        basis = np.array([p.fs[:2], p.ss[:2]], dtype=float).T
+        m = basis @ matrix @ np.linalg.inv(basis)
+        out = np.array(r, dtype=float, copy=True)
+        out[..., 0] = m[0, 0] * r[..., 0] + m[0, 1] * r[..., 1]
+        out[..., 1] = m[1, 0] * r[..., 0] + m[1, 1] * r[..., 1]
+        return out
 
     def lab_to_pixel(self, xyz: ArrayLike, *, shift_mm: ArrayLike | None = None) -> PixelHits:
         """Panel and pixel-centre position where the ray from the sample through ``xyz`` lands.
@@ -396,6 +416,8 @@ class Detector:
         d = floats(xyz)
         if d.shape[-1:] != (3,):
             raise DataError(f"lab positions need shape (..., 3), got {d.shape}", field="xyz")
+        if self.distortion is not None:
+            d = self._distort_xy(d, self.distortion.distortion_matrix)
         shift = None
         if shift_mm is not None:
             d, shift = np.broadcast_arrays(d, shift3(shift_mm))

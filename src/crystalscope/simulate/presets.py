@@ -43,6 +43,11 @@ coordinates on chip 0 and the physical 55 um grid elsewhere).
     either case.  Default beam centre ``(760.0, 240.0)``: on chip (row 0, column 2),
     16 pixels from the central gaps.
 
+The multi-chip presets mask one pixel along every chip edge (CrystFEL's
+``mask_edge_pixels = 1``), which covers the wide chip-boundary pixels whose counts come
+from three times the area (a flat field measured under even illumination would correct
+them instead); the simulator renders them all the same, processing leaves them out.
+
 Panel names: ``p0`` (single), ``q0``..``q3`` row by row (quad), ``m<row><column>``
 (LAMBDA, ``m00``..``m15``).
 """
@@ -154,7 +159,7 @@ def detector_preset(
     if not all(abs(v) < 1e9 for v in (bc_fs, bc_ss)):
         raise ConfigError(f"beam centre must be finite, got {centre}", field="beam_centre_px")
     if name == "single":
-        panels = [_chip("p0", (0, 0), 1024, (0, 0), (bc_fs, bc_ss), adu_per_count)]
+        panels = [_chip("p0", (0, 0), 1024, (0, 0), (bc_fs, bc_ss), adu_per_count, 0)]
     else:
         n_cols, n_rows, raw_step = (2, 2, CHIP_PX) if name == "timepix-quad" else (6, 2, 260)
         phys_step = CHIP_PX + WIDE_GAP_PX
@@ -166,6 +171,7 @@ def detector_preset(
                 (phys_step * c, phys_step * r),
                 (bc_fs, bc_ss),
                 adu_per_count,
+                1,
             )
             for r in range(n_rows)
             for c in range(n_cols)
@@ -182,6 +188,7 @@ def _chip(
     phys: tuple[int, int],
     centre: tuple[float, float],
     gain: float,
+    mask_edge: int,
 ) -> Panel:
     """A square panel at raw ``(fs, ss)`` and at ``phys`` on the physical 55 um grid.
 
@@ -201,6 +208,7 @@ def _chip(
         ss=(0.0, 1.0, 0.0),
         pixel_size_mm=PIXEL_MM,
         adu_per_photon=float(gain),
+        mask_edge_pixels=mask_edge,
     )
 
 

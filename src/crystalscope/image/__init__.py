@@ -1,0 +1,1 @@
+"""Per-frame image kernels: arrays in, arrays or tables out."""

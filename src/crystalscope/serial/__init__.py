@@ -1,0 +1,1 @@
+"""Serial electron diffraction: pre-processing and the serial pipeline."""
