@@ -10,13 +10,14 @@
 4. peakfinder8 around that centre (:func:`crystalscope.image.peakfinder8.peakfinder8`);
 5. refinement of the centre from Friedel-mate pairs of the peaks
    (:func:`crystalscope.image.centre.refine_centre_friedel`);
+6. the radial background around the refined centre, measured away from the peaks
+   (:mod:`crystalscope.image.background`);
 
 and returns a fixed-length vector of numbers (:data:`RESULT_COLUMNS`; centres are in
-detector-plane coordinates, i.e. panel 0's pixel-centre ``(fs, ss)``) and the peak
-list.  :func:`finish_frame` then makes the output frame: the same corrections, and the
-radially symmetric background around the refined centre, measured away from the peaks
-(:mod:`crystalscope.image.background`), subtracted.  Both are deterministic, so the
-second pass reproduces the first exactly; only small results travel between them.
+detector-plane coordinates, i.e. panel 0's pixel-centre ``(fs, ss)``), the peak list
+and the background profile.  :func:`finish_frame` then makes the output frame: the
+same corrections (deterministic, so identical), minus the background image built from
+the stored profile.  Only small results travel between the two passes.
 
 Everything a frame needs that does not change from frame to frame sits in one
 :class:`FrameSetup`, built once and shared by all tasks (one object in the dask graph).
@@ -28,7 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crystalscope.image.background import peak_exclusion_mask, subtract_radial_background
+from crystalscope.image.background import (
+    background_image,
+    peak_exclusion_mask,
+    radial_background,
+)
 from crystalscope.image.centre import CentreFit, find_centre, refine_centre_friedel
 from crystalscope.image.corrections import Corrections, correct_frame
 from crystalscope.image.geometry import radius_map
@@ -88,6 +93,12 @@ class FrameSetup:
         positions to the detector plane.
     panel_map : ndarray of intp
         Panel index of every raw pixel (-1 in gaps).
+    n_bins : int
+        Length of every frame's radial background profile (``bin_px`` bins from 0).
+    identity_plane : bool
+        True when ``x``/``y`` equal the raw ``fs``/``ss`` indices wherever a pixel
+        exists (single panels, LAMBDA, Timepix quad): kernels then use the faster
+        windowed index path (gaps are in ``mask``).
     """
 
     x: np.ndarray
@@ -104,10 +115,12 @@ class FrameSetup:
     friedel_sigma_px: float = 2.0
     min_pairs: int = 4
     max_shift_px: float = 5.0
+    identity_plane: bool = False
     subtract_background: bool = True
     exclude_radius_px: float = 4.0
     median_bins: int = 9
     bin_px: float = 1.0
+    n_bins: int = 2048
 
     def to_plane(self, fs: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Detector-plane ``(x, y)`` of sub-pixel raw positions ``(fs, ss)``."""
@@ -122,32 +135,42 @@ class FrameSetup:
         return px.astype(float), py.astype(float)
 
 
-def _skip(flag: int, masked: int) -> tuple[np.ndarray, np.ndarray]:
+def _skip(flag: int, masked: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out = np.full(len(RESULT_COLUMNS), np.nan)
     out[0] = flag
     out[RESULT_COLUMNS.index("num_peaks")] = 0
     out[RESULT_COLUMNS.index("masked_pixels")] = masked
-    return out, np.zeros((0, len(PEAK_COLUMNS)), dtype=np.float32)
+    empty = np.zeros((0, len(PEAK_COLUMNS)), dtype=np.float32)
+    return out, empty, np.full(n_bins, np.nan, dtype=np.float32)
 
 
 def _prepare(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.ndarray, int]:
     """Corrected frame and mask, and the skip flag (0 when the frame is usable)."""
     values = np.asarray(frame)
-    usable = ~setup.mask
-    if not np.all(np.isfinite(values[usable])):
-        return values, setup.mask, 1
-    if not np.any(values[usable]):
-        return values, setup.mask, 2
+    flag = _validity(values, setup.mask)
+    if flag:
+        return values, setup.mask, flag
     corrected, mask = correct_frame(values, setup.corrections)
-    mask = mask | setup.mask
-    if mask.all():
-        return corrected, mask, 3
+    np.logical_or(mask, setup.mask, out=mask)
     return corrected, mask, 0
 
 
+def _validity(values: np.ndarray, mask: np.ndarray) -> int:
+    """0 if usable; 1 with non-finite usable pixels, 2 if all zero, 3 if none usable."""
+    if mask.all():
+        return 3
+    finite = np.isfinite(values)
+    if not finite.all() and not finite[~mask].all():
+        return 1
+    if np.count_nonzero(values) == np.count_nonzero(values[mask]):
+        return 2
+    return 0
+
+
 def _first_centre(corrected: np.ndarray, mask: np.ndarray, setup: FrameSetup) -> CentreFit:
+    x, y = (None, None) if setup.identity_plane else (setup.x, setup.y)
     fit = find_centre(
-        corrected, mask, x=setup.x, y=setup.y,
+        corrected, mask, x=x, y=y,
         threshold=setup.com_threshold, radius_px=setup.lorentzian_radius_px,
     )  # fmt: skip
     if fit.success and np.isfinite(fit.cx) and np.isfinite(fit.cy):
@@ -161,8 +184,10 @@ def _peak_array(peaks: PeakList) -> np.ndarray:
     return np.column_stack(cols).astype(np.float32) if len(peaks) else np.zeros((0, 5), np.float32)
 
 
-def analyse_frame(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and peaks of one raw frame.
+def analyse_frame(
+    frame: np.ndarray, setup: FrameSetup
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre, peaks and radial background profile of one raw frame.
 
     Returns
     -------
@@ -170,10 +195,13 @@ def analyse_frame(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.
         The numbers named by :data:`RESULT_COLUMNS` (NaN where not determined).
     peaks : ndarray of float32, shape (n_peaks, len(PEAK_COLUMNS))
         Found peaks, raw-array pixel-centre positions.
+    profile : ndarray of float32, shape (setup.n_bins,)
+        Radial background around the refined centre, measured away from the peaks and
+        median-filtered (NaN when background subtraction is off or the frame skipped).
     """
     corrected, mask, flag = _prepare(frame, setup)
     if flag:
-        return _skip(flag, int(mask.sum()))
+        return _skip(flag, int(mask.sum()), setup.n_bins)
     first = _first_centre(corrected, mask, setup)
     radius = radius_map(setup.x, setup.y, (first.cx, first.cy))
     peaks = peakfinder8(corrected, radius, mask, setup.peaks)
@@ -186,6 +214,11 @@ def analyse_frame(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.
         )  # fmt: skip
         if refined.success:
             centre = refined
+    profile = np.full(setup.n_bins, np.nan, dtype=np.float32)
+    if setup.subtract_background:
+        if centre is not first:
+            radius = radius_map(setup.x, setup.y, (centre.cx, centre.cy))
+        profile[:] = _profile(corrected, radius, mask, peaks.fs, peaks.ss, setup)
     out = np.full(len(RESULT_COLUMNS), np.nan)
     values = {
         "flag": 0,
@@ -202,15 +235,29 @@ def analyse_frame(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.
         values.update(lorentz_fs=first.cx, lorentz_ss=first.cy)
     for key, value in values.items():
         out[RESULT_COLUMNS.index(key)] = value
-    return out, _peak_array(peaks)
+    return out, _peak_array(peaks), profile
+
+
+def _profile(
+    frame: np.ndarray, radius: np.ndarray, mask: np.ndarray, fs: np.ndarray, ss: np.ndarray,
+    setup: FrameSetup,
+) -> np.ndarray:  # fmt: skip
+    exclude = peak_exclusion_mask(
+        frame.shape, np.asarray(fs), np.asarray(ss), setup.exclude_radius_px
+    )
+    profile = radial_background(
+        frame, radius, mask, exclude=exclude, bin_px=setup.bin_px,
+        median_bins=setup.median_bins, n_bins=setup.n_bins,
+    )  # fmt: skip
+    finite = np.flatnonzero(np.isfinite(profile))
+    if len(finite):  # beyond the last pixel (and before the first): nearest value
+        profile[: finite[0]] = profile[finite[0]]
+        profile[finite[-1] + 1 :] = profile[finite[-1]]
+    return profile
 
 
 def finish_frame(
-    frame: np.ndarray,
-    setup: FrameSetup,
-    centre: tuple[float, float],
-    peaks_fs: np.ndarray,
-    peaks_ss: np.ndarray,
+    frame: np.ndarray, setup: FrameSetup, centre: tuple[float, float], profile: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrected, background-subtracted frame and its mask.
 
@@ -222,8 +269,8 @@ def finish_frame(
         As given to :func:`analyse_frame`.
     centre : (float, float)
         Refined centre (x/y units).
-    peaks_fs, peaks_ss : ndarray
-        Peak positions to leave out of the background profile.
+    profile : ndarray
+        The radial background profile :func:`analyse_frame` returned for this frame.
 
     Returns
     -------
@@ -236,11 +283,8 @@ def finish_frame(
     if flag:
         return np.zeros(setup.x.shape, np.float32), np.ones(setup.x.shape, bool)
     out = np.array(corrected, dtype=np.float32, copy=True)
-    if setup.subtract_background:
+    if setup.subtract_background and np.isfinite(profile).all():
         radius = radius_map(setup.x, setup.y, centre)
-        exclude = peak_exclusion_mask(out.shape, peaks_fs, peaks_ss, setup.exclude_radius_px)
-        out, _ = subtract_radial_background(
-            out, radius, mask, exclude=exclude, bin_px=setup.bin_px, median_bins=setup.median_bins
-        )
+        out -= background_image(profile.astype(np.float64), radius, bin_px=setup.bin_px)
     out[mask] = 0.0
     return out, mask

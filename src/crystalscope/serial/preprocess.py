@@ -75,7 +75,8 @@ class PreprocessResult:
     dataset : Dataset
         Usable frames only: shots table with the per-frame results (``centre_fs``,
         ``centre_ss``, ``centre_method``, ``friedel_pairs``, ``num_peaks``, ``hit`` ...),
-        CXI peak lists, and (lazily) the corrected, background-subtracted frames as
+        CXI peak lists, the radial background profiles (stack
+        ``background_profile``), and (lazily) the corrected, background-subtracted frames as
         stack ``data`` with their pixel mask as stack ``mask`` (1 = unusable).
     raw : Dataset
         The same frames, tables and peaks, with the raw frames as ``data`` (what a
@@ -199,31 +200,43 @@ def build_setup(
         iterations=p.iterations, max_peaks=p.max_peaks,
     )  # fmt: skip
     c, b = cfg.centre, cfg.background
+    ss, fs = np.indices(shape)
+    exists = ~static
+    cx0, cy0 = _nominal_centre(detector)
+    reach = np.nanmax(np.hypot(x - cx0, y - cy0)) + 100.0  # + generous centre wander
+    n_bins = int(np.ceil(reach / b.bin_px)) + 1
+    identity = bool(np.allclose(x[exists], fs[exists], atol=1e-3)) and bool(
+        np.allclose(y[exists], ss[exists], atol=1e-3)
+    )
     return FrameSetup(
         x=x, y=y, mask=static, corrections=_corrections(cfg, shape, ~static, src),
-        peaks=peaks, nominal_centre=_nominal_centre(detector), jacobian=_jacobians(detector),
+        peaks=peaks, nominal_centre=(cx0, cy0), jacobian=_jacobians(detector),
         panel_map=detector.panel_map(shape=shape), com_threshold=c.threshold_adu,
         lorentzian_radius_px=c.lorentzian_radius_px, friedel=c.friedel,
         friedel_sigma_px=c.friedel_sigma_px, min_pairs=c.min_pairs,
-        max_shift_px=c.max_shift_px, subtract_background=b.subtract,
+        max_shift_px=c.max_shift_px, identity_plane=identity, subtract_background=b.subtract,
         exclude_radius_px=b.exclude_radius_px, median_bins=b.median_bins, bin_px=b.bin_px,
+        n_bins=n_bins,
     )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- analysis
 
 
-def _analyse_block(block: np.ndarray, setup: FrameSetup) -> list[tuple[np.ndarray, np.ndarray]]:
+def _analyse_block(
+    block: np.ndarray, setup: FrameSetup
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return [analyse_frame(frame, setup) for frame in block]
 
 
 def _analyse(
     frames: da.Array, setup: FrameSetup, cfg: PreprocessConfig, client: Any
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per-frame results ``(n, len(RESULT_COLUMNS))`` and peak arrays, through dask."""
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per-frame results ``(n, len(RESULT_COLUMNS))``, peak arrays and background
+    profiles ``(n, setup.n_bins)``, through dask."""
     n = int(frames.shape[0])
     if n == 0:
-        return np.zeros((0, len(RESULT_COLUMNS))), []
+        return np.zeros((0, len(RESULT_COLUMNS))), [], np.zeros((0, setup.n_bins), np.float32)
     arr = frames.rechunk((FRAMES_PER_TASK, *frames.shape[1:]))
     shared: Any = setup
     if client is not None:
@@ -234,7 +247,8 @@ def _analyse(
     tasks = [dask.delayed(_analyse_block, pure=True)(b, shared) for b in blocks]
     outputs = compute(*tasks, config=cfg.compute, client=client, description="pre-processing")
     results = [r for block in outputs for r in block]
-    return np.array([r[0] for r in results]), [r[1] for r in results]
+    profiles = np.array([r[2] for r in results], dtype=np.float32)
+    return np.array([r[0] for r in results]), [r[1] for r in results], profiles
 
 
 def _result_table(shots: pd.DataFrame, values: np.ndarray, detector: Detector) -> pd.DataFrame:
@@ -308,22 +322,16 @@ def _fit_ellipticity(
 # --------------------------------------------------------------------------- output frames
 
 
-def _finished_stack(ds: Dataset, setup: FrameSetup, peaks: pd.DataFrame) -> da.Array:
+def _finished_stack(ds: Dataset, setup: FrameSetup) -> da.Array:
     """Lazy ``(n, 2, ss, fs)``: finished frames and masks of the frames of ``ds``."""
     frames = ds.data.rechunk((1, *ds.data.shape[1:]))
     centres = ds.shots[["centre_fs", "centre_ss"]].to_numpy(float)
-    by_frame = dict(tuple(peaks.groupby("frame")[["fs", "ss"]]))
-    ids = ds.shots["frame"].to_numpy()
-    empty = pd.DataFrame({"fs": [], "ss": []})
+    profiles = np.asarray(ds["background_profile"].compute())
 
     def block(raw: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
         assert block_info is not None
         i = block_info[0]["chunk-location"][0]
-        pk = by_frame.get(ids[i], empty)
-        out, mask = finish_frame(
-            raw[0], setup, (centres[i, 0], centres[i, 1]),
-            pk["fs"].to_numpy(float), pk["ss"].to_numpy(float),
-        )  # fmt: skip
+        out, mask = finish_frame(raw[0], setup, (centres[i, 0], centres[i, 1]), profiles[i])
         return np.stack([out, mask.astype(np.float32)])[np.newaxis]
 
     shape = frames.shape[1:]
@@ -379,7 +387,7 @@ def preprocess(
     ds = _aggregate(raw.dataset, cfg, src) if cfg.aggregate.enabled else raw.dataset
     setup = build_setup(raw.detector, raw.mask, cfg, config_path=src)
     start = time.perf_counter()
-    values, peak_arrays = _analyse(ds.data, setup, cfg, client)
+    values, peak_arrays, profiles = _analyse(ds.data, setup, cfg, client)
     seconds = time.perf_counter() - start
     table = _result_table(ds.shots, values, raw.detector)
     peaks = _peak_table(table["frame"].to_numpy(), peak_arrays)
@@ -395,7 +403,9 @@ def preprocess(
     kept = peaks[peaks["frame"].isin(kept_shots["frame"])]
     meta = _meta(fit, setup)
     raw_out, out = (_with_results(ds.select(good), kept_shots, kept, meta, cfg) for _ in "12")
-    finished = _finished_stack(out, setup, kept)
+    for d in (raw_out, out):
+        d.add_stack("background_profile", profiles[good], overwrite=True)
+    finished = _finished_stack(out, setup)
     out.replace_stack("data", finished[:, 0])
     out.add_stack("mask", finished[:, 1].astype(np.uint8), overwrite=True)
     notes = [note] if note else []
