@@ -237,12 +237,15 @@ def _analyse(
     n = int(frames.shape[0])
     if n == 0:
         return np.zeros((0, len(RESULT_COLUMNS))), [], np.zeros((0, setup.n_bins), np.float32)
-    arr = frames.rechunk((FRAMES_PER_TASK, *frames.shape[1:]))
     shared: Any = setup
     if client is not None:
+        # one task per stored chunk: each worker reads its frames from the file itself
+        # (merging chunks would ship frames between worker processes)
         shared = client.scatter(setup, broadcast=True)
+        arr = frames
     else:
         shared = dask.delayed(setup, pure=True)
+        arr = frames.rechunk((FRAMES_PER_TASK, *frames.shape[1:]))
     blocks = arr.to_delayed().ravel()
     tasks = [dask.delayed(_analyse_block, pure=True)(b, shared) for b in blocks]
     outputs = compute(*tasks, config=cfg.compute, client=client, description="pre-processing")
