@@ -126,8 +126,22 @@ def test_distributed_cluster_gives_the_same_results(movie: Path) -> None:
 
 
 def _write_slowly(src: Path, folder: Path) -> None:
+    """run_0 and run_2 appear complete (renamed); run_1 is written in place, frame by
+    frame, and is still open (HDF5-locked, growing) while the watcher looks at it."""
     frames = Dataset.open(src).data[:6].compute()
     for k in range(3):
+        if k == 1:
+            with h5py.File(folder / "run_1.h5", "w") as f:
+                shape = frames.shape[1:]
+                dset = f.create_dataset(
+                    "/data/data", shape=(0, *shape), maxshape=(None, *shape), dtype=frames.dtype
+                )
+                for frame in frames[2:4]:
+                    time.sleep(0.6)
+                    dset.resize(len(dset) + 1, axis=0)
+                    dset[-1] = frame
+                    f.flush()
+            continue
         part = folder / f"run_{k}.h5.part"
         with h5py.File(part, "w") as f:
             f.create_dataset("/data/data", data=frames[2 * k : 2 * k + 2])
@@ -148,7 +162,8 @@ def test_online_mode_processes_each_file_once(movie: Path, tmp_path: Path) -> No
     writer.start()
     state = watch(cfg, incoming)
     writer.join()
-    assert sorted(state.done) == ["run_0.h5", "run_1.h5", "run_2.h5"]
+    assert sorted(state.done) == ["run_0.h5", "run_1.h5", "run_2.h5"], state.failed
+    assert state.done["run_1.h5"]["frames"] == 2  # processed only once complete
     lines = (tmp_path / "out" / "preprocessed.lst").read_text().splitlines()
     assert len(lines) == sum(v["hits"] for v in state.done.values()) > 0
     assert lines[0].startswith("run_0/preprocessed.h5 //")
