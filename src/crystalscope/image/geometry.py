@@ -24,7 +24,14 @@ import numpy as np
 from crystalscope.errors import DataError
 from crystalscope.model.detector import Detector
 
-__all__ = ["lateral_detector", "plane_coordinates", "plane_to_lab_shift", "radius_map"]
+__all__ = [
+    "beam_in_plane",
+    "lateral_detector",
+    "panel_jacobians",
+    "plane_coordinates",
+    "plane_to_lab_shift",
+    "radius_map",
+]
 
 
 def lateral_detector(detector: Detector) -> Detector:
@@ -46,7 +53,8 @@ def lateral_detector(detector: Detector) -> Detector:
     return detector.resolve(values)
 
 
-def _panel0_axes(detector: Detector) -> tuple[np.ndarray, np.ndarray, float]:
+def _panel0_axes(detector: Detector) -> tuple[np.ndarray, np.ndarray]:
+    """Panel 0's (fs, ss) lab x-y axes in mm per pixel (2x2 columns), its first pixel's x-y."""
     p = detector.panels[0]
     fs = np.asarray(p.fs, dtype=float)[:2]
     ss = np.asarray(p.ss, dtype=float)[:2]
@@ -56,7 +64,8 @@ def _panel0_axes(detector: Detector) -> tuple[np.ndarray, np.ndarray, float]:
             f"panel {p.name} lies edge-on to the beam; detector-plane coordinates are undefined",
             field=f"{p.name}/fs",
         )
-    return basis, np.asarray(detector.pixel_to_lab(0, 0.0, 0.0), dtype=float)[:2], p.pixel_size_mm
+    origin = np.asarray(lateral_detector(detector).pixel_to_lab(0, 0.0, 0.0), dtype=float)[:2]
+    return basis, origin
 
 
 def plane_coordinates(
@@ -79,7 +88,7 @@ def plane_coordinates(
     """
     detector = lateral_detector(detector)
     lab = detector.lab_map(shape=shape)
-    basis, origin, _ = _panel0_axes(detector)
+    basis, origin = _panel0_axes(detector)
     rel = lab[..., :2] - origin
     uv = np.linalg.solve(basis, rel.reshape(-1, 2).T).T.reshape(rel.shape)
     return uv[..., 0].astype(np.float32), uv[..., 1].astype(np.float32)
@@ -92,9 +101,24 @@ def plane_to_lab_shift(detector: Detector, cx: float, cy: float) -> tuple[float,
     instead corresponds to the detector translated by ``-(lab position of (cx, cy))``,
     which is the per-shot shift that :meth:`Detector.pixel_to_lab` takes as ``shift_mm``.
     """
-    basis, origin, _ = _panel0_axes(lateral_detector(detector))
+    basis, origin = _panel0_axes(detector)
     lab = origin + basis @ np.array([cx, cy], dtype=float)
     return float(-lab[0]), float(-lab[1])
+
+
+def beam_in_plane(detector: Detector) -> tuple[float, float]:
+    """Where the geometry puts the direct beam (lab x = y = 0), in plane coordinates."""
+    basis, origin = _panel0_axes(detector)
+    uv = np.linalg.solve(basis, -origin)
+    return float(uv[0]), float(uv[1])
+
+
+def panel_jacobians(detector: Detector) -> np.ndarray:
+    """``d(x, y)/d(fs, ss)`` of every panel, shape ``(n_panels, 2, 2)``."""
+    basis, _ = _panel0_axes(detector)
+    inv = np.linalg.inv(basis)
+    jac = [inv @ (np.column_stack([p.fs[:2], p.ss[:2]]) * p.pixel_size_mm) for p in detector.panels]
+    return np.asarray(jac, dtype=float)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -18,6 +18,7 @@ anything that needs a camera length.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,5 @@ def open_input(cfg: InputConfig, *, config_path: str | os.PathLike[str] | None =
 
 
 def _with_distance(det: Detector, distance_mm: float) -> Detector:
-    import dataclasses
-
     panels = tuple(dataclasses.replace(p, clen=None) for p in det.panels)
     return dataclasses.replace(det, clen=distance_mm, panels=panels)

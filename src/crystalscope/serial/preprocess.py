@@ -39,7 +39,8 @@ from crystalscope.dataset import Dataset
 from crystalscope.errors import ConfigError, DataError
 from crystalscope.image.corrections import Corrections
 from crystalscope.image.geometry import (
-    lateral_detector,
+    beam_in_plane,
+    panel_jacobians,
     plane_coordinates,
     plane_to_lab_shift,
 )
@@ -134,22 +135,6 @@ class PreprocessResult:
 # --------------------------------------------------------------------------- setup
 
 
-def _jacobians(detector: Detector) -> np.ndarray:
-    p0 = detector.panels[0]
-    basis = np.column_stack([p0.fs[:2], p0.ss[:2]]) * p0.pixel_size_mm
-    inv = np.linalg.inv(basis)
-    jac = [inv @ (np.column_stack([p.fs[:2], p.ss[:2]]) * p.pixel_size_mm) for p in detector.panels]
-    return np.asarray(jac, dtype=float)
-
-
-def _nominal_centre(detector: Detector) -> tuple[float, float]:
-    p0 = detector.panels[0]
-    basis = np.column_stack([p0.fs[:2], p0.ss[:2]]) * p0.pixel_size_mm
-    origin = np.asarray(lateral_detector(detector).pixel_to_lab(0, 0.0, 0.0), dtype=float)[:2]
-    uv = np.linalg.solve(basis, -origin)
-    return float(uv[0]), float(uv[1])
-
-
 def _corrections(
     cfg: PreprocessConfig, shape: tuple[int, ...], valid: np.ndarray, src: str | None
 ) -> Corrections:
@@ -202,7 +187,7 @@ def build_setup(
     c, b = cfg.centre, cfg.background
     ss, fs = np.indices(shape)
     exists = ~static
-    cx0, cy0 = _nominal_centre(detector)
+    cx0, cy0 = beam_in_plane(detector)
     reach = np.nanmax(np.hypot(x - cx0, y - cy0)) + 100.0  # + generous centre wander
     n_bins = int(np.ceil(reach / b.bin_px)) + 1
     identity = bool(np.allclose(x[exists], fs[exists], atol=1e-3)) and bool(
@@ -210,7 +195,7 @@ def build_setup(
     )
     return FrameSetup(
         x=x, y=y, mask=static, corrections=_corrections(cfg, shape, ~static, src),
-        peaks=peaks, nominal_centre=(cx0, cy0), jacobian=_jacobians(detector),
+        peaks=peaks, nominal_centre=(cx0, cy0), jacobian=panel_jacobians(detector),
         panel_map=detector.panel_map(shape=shape), com_threshold=c.threshold_adu,
         lorentzian_radius_px=c.lorentzian_radius_px, friedel=c.friedel,
         friedel_sigma_px=c.friedel_sigma_px, min_pairs=c.min_pairs,
@@ -325,11 +310,10 @@ def _fit_ellipticity(
 # --------------------------------------------------------------------------- output frames
 
 
-def _finished_stack(ds: Dataset, setup: FrameSetup) -> da.Array:
+def _finished_stack(ds: Dataset, setup: FrameSetup, profiles: np.ndarray) -> da.Array:
     """Lazy ``(n, 2, ss, fs)``: finished frames and masks of the frames of ``ds``."""
     frames = ds.data.rechunk((1, *ds.data.shape[1:]))
     centres = ds.shots[["centre_fs", "centre_ss"]].to_numpy(float)
-    profiles = np.asarray(ds["background_profile"].compute())
 
     def block(raw: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
         assert block_info is not None
@@ -408,7 +392,7 @@ def preprocess(
     raw_out, out = (_with_results(ds.select(good), kept_shots, kept, meta, cfg) for _ in "12")
     for d in (raw_out, out):
         d.add_stack("background_profile", profiles[good], overwrite=True)
-    finished = _finished_stack(out, setup)
+    finished = _finished_stack(out, setup, profiles[good])
     out.replace_stack("data", finished[:, 0])
     out.add_stack("mask", finished[:, 1].astype(np.uint8), overwrite=True)
     notes = [note] if note else []
