@@ -447,7 +447,10 @@ def builtin_text(name: str) -> str:
 
 def test_builtin_structures_are_listed_and_load() -> None:
     names = builtin_structures()
-    assert set(names) == {"lysozyme-like", "silicon", "nacl", "rutile", "corundum"}
+    assert set(names) == {
+        "lysozyme-like", "monoclinic-organic", "p63-protein", "silicon", "nacl", "rutile",
+        "corundum",
+    }  # fmt: skip
     expected_sites = {"silicon": 8, "nacl": 8, "rutile": 6, "corundum": 30}
     for name, n_sites in expected_sites.items():
         small = gemmi.make_small_structure_from_block(
@@ -457,6 +460,33 @@ def test_builtin_structures_are_listed_and_load() -> None:
         sf = load_structure_factors(source(f"builtin:{name}", d_min=1.0), "electron")
         assert len(sf) > 50 and sf.source == f"builtin:{name}"
         assert np.all(np.isfinite(sf.table.F2)) and sf.table.F2.max() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "sg", "cell"),
+    [
+        ("monoclinic-organic", "P 1 21/c 1", (7.92, 10.61, 13.84, 90.0, 104.5, 90.0)),
+        ("p63-protein", "P 63", (58.3, 58.3, 71.6, 90.0, 90.0, 120.0)),
+    ],
+)
+def test_random_atom_builtins_have_their_symmetry(
+    name: str, sg: str, cell: tuple[float, ...]
+) -> None:
+    """Cell, space group and systematic absences of the random-atom built-ins."""
+    sf = load_structure_factors(source(f"builtin:{name}", d_min=3.0), "xray")
+    assert sf.space_group.xhm() == gemmi.find_spacegroup_by_name(sg).xhm()
+    np.testing.assert_allclose(sf.cell.parameters, cell)
+    t = sf.table
+    assert np.all(np.isfinite(t.F2)) and t.F2.max() > 0
+    if name == "monoclinic-organic":  # 21 along b: 0k0 with k odd; c glide: h0l with l odd
+        zone = ((t.h == 0) & (t.l == 0)) | (t.k == 0)
+        odd = np.where(t.k == 0, t.l % 2 == 1, t.k % 2 == 1)
+    else:  # 63 along c: 00l with l odd
+        zone = (t.h == 0) & (t.k == 0)
+        odd = t.l % 2 == 1
+    assert zone.sum() > 4 and not np.any(zone & odd & (t.F2 > 0))
+    again = load_structure_factors(source(f"builtin:{name}", d_min=3.0), "xray")
+    np.testing.assert_array_equal(again.table.F2, t.F2)
 
 
 def test_builtin_names_are_case_insensitive() -> None:

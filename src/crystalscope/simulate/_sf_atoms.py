@@ -33,11 +33,14 @@ from crystalscope.errors import CrystalscopeError, FormatError
 
 __all__ = [
     "LYSOZYME_LIKE_COMPOSITION",
+    "RANDOM_ATOM_MODELS",
     "AtomModel",
+    "RandomAtomModel",
     "form_factor_table",
     "lysozyme_like_structure",
     "model_from_small_structure",
     "model_from_structure",
+    "random_atom_structure",
     "read_atom_model",
     "sum_structure_factors",
 ]
@@ -551,41 +554,72 @@ def _distinct(images: np.ndarray, orth: np.ndarray) -> np.ndarray:
     return images[keep]
 
 
-# --------------------------------------------------------------- random-atom lysozyme
+# --------------------------------------------------------------- random-atom models
 
 
-def lysozyme_like_structure() -> gemmi.Structure:
-    """The built-in random-atom model of a lysozyme crystal (a Wilson-statistics model).
+@dataclass(frozen=True)
+class RandomAtomModel:
+    """Recipe of a random-atom crystal: cell, space group, composition per asymmetric
+    unit, isotropic B (A^2) and the fixed seed of its atom positions."""
 
-    Tetragonal lysozyme's cell (a = 79.1, c = 37.9 A, P 43 21 2, 8 molecules per cell)
-    with 1001 non-hydrogen atoms per asymmetric unit in lysozyme's composition
-    (:data:`LYSOZYME_LIKE_COMPOSITION`), placed uniformly at random in gemmi's
-    asymmetric-unit brick of the space group, occupancy 1, B = 20 A^2.  The positions
-    come from the raw 64-bit output of PCG64 with a fixed seed (a stream that numpy
-    guarantees to be stable), so the model is the same on every installation.
+    name: str
+    cell: tuple[float, float, float, float, float, float]
+    space_group: str
+    composition: dict[str, int]
+    b_iso: float
+    seed: int
 
-    It is **not** the lysozyme structure: its intensities follow the Wilson statistics of
-    a protein crystal of this size and composition (acentric/centric distributions,
-    mean intensity per resolution shell), but phases, low-resolution solvent contrast and
-    any real structural feature are absent.
+
+#: Built-in random-atom models.  The seeds are fixed: the models are part of the
+#: package's behaviour.
+RANDOM_ATOM_MODELS: dict[str, RandomAtomModel] = {
+    "lysozyme-like": RandomAtomModel(
+        "lysozyme-like", _LYSOZYME_CELL, _LYSOZYME_SG, LYSOZYME_LIKE_COMPOSITION,
+        _LYSOZYME_B, _LYSOZYME_SEED,
+    ),
+    "monoclinic-organic": RandomAtomModel(
+        "monoclinic-organic", (7.92, 10.61, 13.84, 90.0, 104.5, 90.0), "P 1 21/c 1",
+        {"C": 16, "N": 2, "O": 3}, 3.0, 20_260_001,
+    ),
+    "p63-protein": RandomAtomModel(
+        "p63-protein", (58.3, 58.3, 71.6, 90.0, 90.0, 120.0), "P 63",
+        {"C": 600, "N": 165, "O": 180, "S": 5}, 25.0, 20_260_063,
+    ),
+}  # fmt: skip
+
+
+def random_atom_structure(recipe: RandomAtomModel) -> gemmi.Structure:
+    """A random-atom crystal (a Wilson-statistics model) from its recipe.
+
+    The atoms of ``recipe.composition`` are placed uniformly at random in gemmi's
+    asymmetric-unit brick of the space group, occupancy 1, ``B = recipe.b_iso``.  The
+    positions come from the raw 64-bit output of PCG64 with the recipe's seed (a stream
+    that numpy guarantees to be stable), so the model is the same on every installation.
+
+    Such a model is **not** a real structure: its intensities follow the Wilson
+    statistics of a crystal of this size and composition (acentric/centric
+    distributions, mean intensity per resolution shell), but phases, low-resolution
+    solvent contrast and any real structural feature are absent.  Atoms may come closer
+    than chemistry allows; diffraction geometry, symmetry and systematic absences are
+    exact.
 
     Returns
     -------
     gemmi.Structure
         One model, one chain ``A``, one residue ``UNK`` per atom.
     """
-    sg = gemmi.find_spacegroup_by_name(_LYSOZYME_SG)
-    cell = gemmi.UnitCell(*_LYSOZYME_CELL)
+    sg = gemmi.find_spacegroup_by_name(recipe.space_group)
+    cell = gemmi.UnitCell(*recipe.cell)
     box = gemmi.find_asu_brick(sg).get_extent()
     lo = np.array(box.minimum.tolist()).clip(0.0, 1.0)
     hi = np.array(box.maximum.tolist()).clip(0.0, 1.0)
-    symbols = [s for s, n in LYSOZYME_LIKE_COMPOSITION.items() for _ in range(n)]
-    raw = np.random.PCG64(_LYSOZYME_SEED).random_raw(3 * len(symbols))
+    symbols = [s for s, n in recipe.composition.items() for _ in range(n)]
+    raw = np.random.PCG64(recipe.seed).random_raw(3 * len(symbols))
     uniform = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53
     frac = lo + uniform.reshape(-1, 3) * (hi - lo)
     xyz = frac @ np.asarray(cell.orth.mat, dtype=float).T
     structure = gemmi.Structure()
-    structure.name = "lysozyme-like"
+    structure.name = recipe.name
     structure.cell = cell
     structure.spacegroup_hm = sg.xhm()
     chain = gemmi.Chain("A")
@@ -598,7 +632,7 @@ def lysozyme_like_structure() -> gemmi.Structure:
         atom.element = gemmi.Element(symbol)
         atom.pos = gemmi.Position(*pos)
         atom.occ = 1.0
-        atom.b_iso = _LYSOZYME_B
+        atom.b_iso = recipe.b_iso
         residue.add_atom(atom)
         chain.add_residue(residue)
     try:
@@ -609,3 +643,14 @@ def lysozyme_like_structure() -> gemmi.Structure:
     structure.add_model(model)
     structure.setup_entities()
     return structure
+
+
+def lysozyme_like_structure() -> gemmi.Structure:
+    """The built-in random-atom model of a lysozyme crystal (a Wilson-statistics model).
+
+    Tetragonal lysozyme's cell (a = 79.1, c = 37.9 A, P 43 21 2, 8 molecules per cell)
+    with 1001 non-hydrogen atoms per asymmetric unit in lysozyme's composition
+    (:data:`LYSOZYME_LIKE_COMPOSITION`), B = 20 A^2; see :func:`random_atom_structure`.
+    It is **not** the lysozyme structure.
+    """
+    return random_atom_structure(RANDOM_ATOM_MODELS["lysozyme-like"])

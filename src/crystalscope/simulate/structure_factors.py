@@ -4,8 +4,9 @@ Sources (:func:`load_structure_factors`, chosen by :class:`~.config.SourceConfig
 
 * ``builtin:NAME``: structures shipped with the package (:func:`builtin_structures`):
   silicon, NaCl, rutile, corundum (small-molecule CIFs in ``crystalscope/data/structures``)
-  and ``lysozyme-like``, a protein-sized random-atom model built at run time
-  (:func:`lysozyme_like_structure`).
+  and random-atom models built at run time (:func:`random_atom_structure`):
+  ``lysozyme-like`` (protein, tP), ``monoclinic-organic`` (small molecule, mP) and
+  ``p63-protein`` (protein with a merohedral indexing ambiguity).
 * a structure file: PDB (``.pdb``, ``.ent``), mmCIF or small-molecule CIF (``.cif``,
   ``.mmcif``), optionally gzipped, read with gemmi.
 * a merged MTZ file of measured intensities (``source.mtz``), expanded to P1.
@@ -57,10 +58,12 @@ from crystalscope.errors import ConfigError, DataError, FormatError
 from crystalscope.io.mtz import read_mtz
 from crystalscope.model.crystal import Crystal
 from crystalscope.simulate._sf_atoms import (
+    RANDOM_ATOM_MODELS,
     AtomModel,
     lysozyme_like_structure,
     model_from_small_structure,
     model_from_structure,
+    random_atom_structure,
     read_atom_model,
     sum_structure_factors,
 )
@@ -73,6 +76,7 @@ __all__ = [
     "clear_cache",
     "load_structure_factors",
     "lysozyme_like_structure",
+    "random_atom_structure",
     "structure_factors_from_model",
 ]
 
@@ -99,6 +103,14 @@ _BUILTINS: dict[str, str] = {
         "random-atom protein model in the tetragonal lysozyme cell (P 43 21 2, a = 79.1, "
         "c = 37.9 A, 1001 C/N/O/S atoms per asymmetric unit, B = 20 A^2): Wilson "
         "statistics of a protein crystal, not the lysozyme structure"
+    ),
+    "monoclinic-organic": (
+        "random-atom small-molecule model, P 1 21/c 1, a = 7.92, b = 10.61, c = 13.84 A, "
+        "beta = 104.5 deg, 21 C/N/O atoms per asymmetric unit, B = 3 A^2"
+    ),
+    "p63-protein": (
+        "random-atom protein model, P 63, a = 58.3, c = 71.6 A (merohedral indexing "
+        "ambiguity k,h,-l), 950 C/N/O/S atoms per asymmetric unit, B = 25 A^2"
     ),
     "silicon": "Si, diamond structure, F d -3 m, a = 5.431 A, B = 0.46 A^2",
     "nacl": "NaCl, rock salt, F m -3 m, a = 5.640 A",
@@ -328,8 +340,9 @@ def structure_factors_from_model(model: AtomModel, kind: str, d_min: float) -> S
 
 
 def _from_builtin(name: str, kind: Radiation, d_min: float) -> StructureFactors:
-    if name == "lysozyme-like":
-        model = model_from_structure(lysozyme_like_structure(), source="builtin:lysozyme-like")
+    if name in RANDOM_ATOM_MODELS:
+        structure = random_atom_structure(RANDOM_ATOM_MODELS[name])
+        model = model_from_structure(structure, source=f"builtin:{name}")
         return structure_factors_from_model(model, kind, d_min)
     resource = importlib.resources.files("crystalscope") / "data" / "structures"
     text = (resource / _BUILTIN_FILES[name]).read_text(encoding="utf-8")
