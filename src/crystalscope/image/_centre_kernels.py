@@ -7,7 +7,14 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["block_means", "gather_disc", "match_one_to_one", "pair_midpoints"]
+__all__ = [
+    "block_means",
+    "gather_disc",
+    "levenberg_marquardt",
+    "lorentzian_normal",
+    "match_one_to_one",
+    "pair_midpoints",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -117,3 +124,81 @@ def match_one_to_one(ii: np.ndarray, jj: np.ndarray, order: np.ndarray, n: int) 
             used[jj[k]] = True
             keep[k] = True
     return keep
+
+
+@numba.njit(cache=True, nogil=True)
+def lorentzian_normal(
+    q: np.ndarray, xs: np.ndarray, ys: np.ndarray, vals: np.ndarray, sigma: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Cost ``0.5 sum r^2``, ``J^T J`` and ``J^T r`` of the weighted residuals
+    ``r = (m - vals) / sigma`` of ``m = B + K (g^2 + d^2)^-p`` in the solver parameters
+    ``q = (cx, cy, ln K, ln g, p, B)`` (the model of ``centre._model``)."""
+    cx, cy, ln_k, ln_g, p, b = q[0], q[1], q[2], q[3], q[4], q[5]
+    g2 = math.exp(min(2.0 * ln_g, 700.0))
+    jtj = np.zeros((6, 6))
+    jtr = np.zeros(6)
+    jac = np.empty(6)
+    cost = 0.0
+    for i in range(vals.size):
+        dx, dy = xs[i] - cx, ys[i] - cy
+        s = g2 + dx * dx + dy * dy
+        ln_s = math.log(s)
+        term = math.exp(min(ln_k - p * ln_s, 700.0))
+        w = 1.0 / sigma[i]
+        r = (b + term - vals[i]) * w
+        jac[0] = 2.0 * p * term * dx / s * w
+        jac[1] = 2.0 * p * term * dy / s * w
+        jac[2] = term * w
+        jac[3] = -2.0 * p * g2 * term / s * w
+        jac[4] = -term * ln_s * w
+        jac[5] = w
+        cost += 0.5 * r * r
+        for a in range(6):
+            jtr[a] += jac[a] * r
+            for c in range(a + 1):
+                jtj[a, c] += jac[a] * jac[c]
+    for a in range(6):
+        for c in range(a):
+            jtj[c, a] = jtj[a, c]
+    return cost, jtj, jtr
+
+
+@numba.njit(cache=True, nogil=True)
+def levenberg_marquardt(
+    q0: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    vals: np.ndarray,
+    sigma: np.ndarray,
+    max_iter: int,
+) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """Levenberg-Marquardt fit of the Lorentzian (Marquardt's diagonal scaling).
+
+    Returns ``(q, cost, J^T J, status)``; status 1: converged (relative cost change
+    below 1e-10 or relative step below 1e-9; scipy's MINPACK
+    defaults are 1e-8), 0: iteration limit, -1: non-finite.
+    """
+    q = q0.copy()
+    cost, jtj, jtr = lorentzian_normal(q, xs, ys, vals, sigma)
+    if not math.isfinite(cost):
+        return q, cost, jtj, -1
+    lam = 1e-3
+    for _ in range(max_iter):
+        a = jtj.copy()
+        for k in range(6):
+            a[k, k] += lam * max(jtj[k, k], 1e-300)
+        step = np.linalg.solve(a, -jtr)
+        trial = q + step
+        new_cost, new_jtj, new_jtr = lorentzian_normal(trial, xs, ys, vals, sigma)
+        if math.isfinite(new_cost) and new_cost <= cost:
+            small = np.max(np.abs(step) / (np.abs(q) + 1e-8)) < 1e-9
+            flat = cost - new_cost <= 1e-10 * cost
+            q, cost, jtj, jtr = trial, new_cost, new_jtj, new_jtr
+            lam = max(lam * 0.3, 1e-12)
+            if small or flat:
+                return q, cost, jtj, 1
+        else:
+            lam *= 10.0
+            if lam > 1e12:
+                return q, cost, jtj, 1
+    return q, cost, jtj, 0

@@ -49,12 +49,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
-from scipy.optimize import OptimizeResult, least_squares
 
 from crystalscope.errors import ConfigError, DataError
 from crystalscope.image._centre_kernels import (
     block_means,
     gather_disc,
+    levenberg_marquardt,
     match_one_to_one,
     pair_midpoints,
 )
@@ -320,6 +320,8 @@ def _core_radius(
     if r.min() > hole_px:
         return float(r.min()) - 0.5
     top = float(vals.max())
+    if top <= float(np.median(vals)):  # flat: no beam at all, let the fit fail
+        return 0.0
     bright = vals >= 0.9 * top
     r_med = float(np.median(r[bright]))
     inner = r < r_med - 1.0
@@ -344,23 +346,19 @@ def _initial(vals: np.ndarray, guess: tuple[float, float], r_core: float = 0.0) 
 
 def _lm(
     vals: np.ndarray, xs: np.ndarray, ys: np.ndarray, sigma: np.ndarray, q: np.ndarray
-) -> OptimizeResult | None:
-    """One Levenberg-Marquardt fit in the solver parameters."""
-
-    def residual(t: np.ndarray) -> np.ndarray:
-        return (_model(t, xs, ys)[0] - vals) / sigma
-
-    def jacobian(t: np.ndarray) -> np.ndarray:
-        jac = _model(t, xs, ys, with_jac=True)[1]
-        assert jac is not None
-        return jac / sigma[:, None]
-
+) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """One Levenberg-Marquardt fit in the solver parameters (compiled): ``(q, cost,
+    J^T J)`` with ``cost = 0.5 sum r^2``, or None when it fails."""
+    q, xs, ys, vals, sigma = (
+        np.ascontiguousarray(v, dtype=np.float64) for v in (q, xs, ys, vals, sigma)
+    )
     try:
-        with np.errstate(all="ignore"):
-            res = least_squares(residual, q, jac=jacobian, method="lm", max_nfev=200)
-    except (ValueError, np.linalg.LinAlgError, OverflowError):
+        q_fit, cost, jtj, status = levenberg_marquardt(q, xs, ys, vals, sigma, 200)
+    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):
         return None
-    return res if res.status > 0 and np.all(np.isfinite(res.x)) else None
+    if status < 0 or not (np.all(np.isfinite(q_fit)) and math.isfinite(cost)):
+        return None
+    return q_fit, cost, jtj
 
 
 def _solve(
@@ -378,14 +376,14 @@ def _solve(
         fitted = _lm(vals[use], xs[use], ys[use], sigma[use], q) if use.sum() > 12 else None
         if fitted is None:
             return None
-        res, q = fitted, fitted.x
+        q, cost, jtj = fitted
         z = np.abs((_model(q, xs, ys)[0] - vals) / sigma)
         new = z <= max(4.0 * 1.4826 * float(np.median(z[use])), 3.0)
         if np.array_equal(new, use):
             break
         use = new
     dof = max(int(use.sum()) - q.size, 1)
-    cov = np.linalg.pinv(res.jac.T @ res.jac) * (2.0 * res.cost / dof)
+    cov = np.linalg.pinv(jtj) * (2.0 * cost / dof)
     return q, math.sqrt(max(float(cov[0, 0] + cov[1, 1]), 0.0)), int(use.sum())
 
 
