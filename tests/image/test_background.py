@@ -11,6 +11,7 @@ from crystalscope.image.background import (
     peak_exclusion_mask,
     radial_background,
     radial_profile,
+    subtract_profile,
     subtract_radial_background,
 )
 from crystalscope.image.geometry import plane_coordinates, radius_map
@@ -277,3 +278,32 @@ def test_user_errors_name_the_field() -> None:
     assert err.value.field == "peaks"
     with pytest.raises(ConfigError):
         radial_profile(frame, radius, statistic="mode")  # type: ignore[arg-type]
+
+
+def test_subtract_profile_equals_the_radius_map_path() -> None:
+    """One-pass subtraction about a centre = frame - background_image(radius map), with
+    masked and gap pixels 0, for pixel indices and for coordinate maps (two panels)."""
+    rng = np.random.default_rng(4)
+    shape = (60, 90)
+    frame = rng.normal(5.0, 1.0, shape).astype(np.float32)
+    profile = 10.0 * np.exp(-np.arange(120) / 30.0)
+    mask = rng.random(shape) < 0.05
+    centre = (41.3, 27.8)
+    ss, fs = np.indices(shape)
+    expected = frame - background_image(profile, np.hypot(fs - centre[0], ss - centre[1]))
+    got = subtract_profile(frame, profile, centre, mask)
+    np.testing.assert_allclose(got[~mask], expected[~mask], atol=2e-5)
+    assert np.all(got[mask] == 0)
+    x = np.where(fs < 45, fs, fs + 7.5).astype(np.float32)  # second panel 7.5 px further out
+    y = ss.astype(np.float32)
+    x[:, 44:46] = np.nan  # a gap
+    r = np.hypot(x - centre[0], y - centre[1])
+    expected = frame - background_image(profile, r)
+    got = subtract_profile(frame, profile, centre, mask, x=x, y=y)
+    usable = ~mask & np.isfinite(r)
+    np.testing.assert_allclose(got[usable], expected[usable], atol=2e-5)
+    assert np.all(got[~usable] == 0)
+    with pytest.raises(DataError, match="profile"):
+        subtract_profile(frame, np.full(5, np.nan), centre)
+    with pytest.raises(DataError, match="x"):
+        subtract_profile(frame, profile, centre, x=x)

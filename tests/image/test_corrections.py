@@ -365,3 +365,23 @@ def test_no_maps_and_integer_frames() -> None:
     np.testing.assert_array_equal(out, raw.astype(np.float32))
     out2, _ = correct_frame(raw[:2], corr)  # another shape with the same map-less object
     assert out2.shape == (2, 4)
+
+
+def test_frame_status_flags_unusable_frames() -> None:
+    """0 usable; 1 non-finite usable pixel; 2 all usable pixels zero; 3 all masked."""
+    from crystalscope.image.corrections import frame_status
+
+    mask = np.zeros((8, 9), bool)
+    mask[:, 0] = True
+    frame = np.ones((8, 9), np.float32)
+    assert frame_status(frame, mask) == 0
+    frame[3, 0] = np.nan  # masked: does not count
+    assert frame_status(frame, mask) == 0
+    frame[3, 4] = np.inf
+    assert frame_status(frame, mask) == 1
+    zeros = np.zeros((8, 9), np.uint16)
+    zeros[:, 0] = 7  # only masked pixels are non-zero
+    assert frame_status(zeros, mask) == 2
+    assert frame_status(frame, np.ones((8, 9), bool)) == 3
+    with pytest.raises(DataError, match="mask shape"):
+        frame_status(frame, mask[:, :5])

@@ -66,6 +66,7 @@ __all__ = [
     "peak_exclusion_mask",
     "radial_background",
     "radial_profile",
+    "subtract_profile",
     "subtract_radial_background",
 ]
 
@@ -296,6 +297,111 @@ def _exclusion(out: np.ndarray, fs: np.ndarray, ss: np.ndarray, radius: float) -
                     out[i, j] = True
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _subtract_row(
+    fr: np.ndarray, mr: np.ndarray, ubuf: np.ndarray, table: np.ndarray, orow: np.ndarray
+) -> None:
+    """``orow = fr - T(u)`` with ``u`` the table position (NaN or masked: 0).
+
+    A separate loop from the one computing ``u``: table lookups in a vectorised loop
+    become gather instructions, which are slow on this machine class; the early exit
+    (never taken) keeps this loop scalar.
+    """
+    zero = np.float32(0.0)
+    for j in range(fr.size):
+        u = ubuf[j]
+        ok = (u >= zero) & (not mr[j])  # False for NaN
+        k = np.int64(u) if ok else np.int64(0)
+        if k < 0:
+            break
+        b = table[k] + (table[k + 1] - table[k]) * (u - np.float32(k))
+        orow[j] = fr[j] - b if ok else zero
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _subtract_about(
+    frame: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray, use_maps: bool,
+    cx: float, cy: float, table: np.ndarray, inv_step: float, out: np.ndarray,
+) -> None:  # fmt: skip
+    """``out = frame - T(r)``, ``r`` the distance from ``(cx, cy)`` of the pixel indices
+    (or of the ``x, y`` maps), 0 where masked or ``r`` is not finite."""
+    n_ss, n_fs = frame.shape
+    last, isf = np.float32(table.size - 2), np.float32(inv_step)
+    fcx, fcy = np.float32(cx), np.float32(cy)
+    ubuf = np.empty(n_fs, np.float32)
+    for i in range(n_ss):
+        if use_maps:
+            xr, yr = x[i], y[i]
+            for j in range(n_fs):
+                dx, dy = xr[j] - fcx, yr[j] - fcy
+                ubuf[j] = min(np.sqrt(dx * dx + dy * dy) * isf, last)
+        else:
+            dy = np.float32(i) - fcy
+            for j in range(n_fs):
+                dx = np.float32(j) - fcx
+                ubuf[j] = min(np.sqrt(dx * dx + dy * dy) * isf, last)
+        _subtract_row(frame[i], mask[i], ubuf, table, out[i])
+
+
+def subtract_profile(
+    frame: ArrayLike,
+    profile: ArrayLike,
+    centre: tuple[float, float],
+    mask: ArrayLike | None = None,
+    *,
+    x: ArrayLike | None = None,
+    y: ArrayLike | None = None,
+    bin_px: float = 1.0,
+) -> np.ndarray:
+    """``frame`` minus the background of a radial profile about ``centre``, in one pass.
+
+    The same background as :func:`background_image` with the radius of every pixel from
+    ``centre`` computed on the fly (no radius map), masked pixels set to 0.
+
+    Parameters
+    ----------
+    frame : array_like, shape (n_ss, n_fs)
+        Corrected frame (ADU).
+    profile : array_like, shape (n_bins,)
+        Background per bin of width ``bin_px`` (:func:`radial_background`), finite.
+    centre : (float, float)
+        Pattern centre ``(cx, cy)`` in pixel indices, or in the units of ``x, y``.
+    mask : array_like of bool, optional
+        True for unusable pixels (set to 0).
+    x, y : array_like, optional
+        Per-pixel coordinate maps (e.g. detector-plane positions of several panels); NaN
+        in gaps (set to 0).  Default: the pixel indices ``(fs, ss)``.
+    bin_px : float
+        Bin width of ``profile`` (pixels).
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``frame``
+    """
+    inv_bin = _check_bin(bin_px)
+    f = np.ascontiguousarray(frame, dtype=np.float32)
+    if f.ndim != 2:
+        raise DataError(f"frame must be 2-D, got shape {f.shape}", field="frame")
+    m, use_m = _bool_map(mask, f.shape, "mask")
+    if not use_m:
+        m = np.zeros(f.shape, np.bool_)
+    p = np.ascontiguousarray(profile, dtype=np.float64).ravel()
+    if p.size == 0 or not np.all(np.isfinite(p)):
+        raise DataError("the background profile must be finite and not empty", field="profile")
+    cx, cy = float(centre[0]), float(centre[1])
+    xs, ys = _maps(x, y, f.shape)
+    if x is None:
+        corners_x, corners_y = np.array([0.0, f.shape[1] - 1.0]), np.array([0.0, f.shape[0] - 1.0])
+    else:
+        corners_x = np.array([np.nanmin(xs), np.nanmax(xs)], dtype=float)
+        corners_y = np.array([np.nanmin(ys), np.nanmax(ys)], dtype=float)
+    r_top = float(np.max(np.hypot(corners_x[:, None] - cx, corners_y[None, :] - cy)))
+    table, inv_step = _table_to(p, 1.0 / inv_bin, r_top + 1.0)
+    out = np.empty(f.shape, dtype=np.float32)
+    _subtract_about(f, m, xs, ys, x is not None, cx, cy, table, inv_step, out)
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -485,10 +591,13 @@ def _fine_table(profile: np.ndarray, bin_px: float, radius: np.ndarray) -> tuple
     ``_OVERSAMPLE`` points per bin (PCHIP between the bin centres, constant beyond the
     first and last), plus a repeated last entry (see :func:`_subtract`).
     """
+    return _table_to(profile, bin_px, float(np.fmax.reduce(radius, axis=None)))  # NaN-safe max
+
+
+def _table_to(profile: np.ndarray, bin_px: float, r_top: float) -> tuple[np.ndarray, float]:
+    """:func:`_fine_table` up to radius ``r_top`` (at least the last bin centre)."""
     centres = (np.arange(profile.size) + 0.5) * bin_px
-    r_top = max(float(np.fmax.reduce(radius, axis=None)), centres[-1])  # NaN-safe max
-    if not math.isfinite(r_top):
-        r_top = centres[-1]
+    r_top = max(r_top, centres[-1]) if math.isfinite(r_top) else centres[-1]
     step = max(bin_px / _OVERSAMPLE, r_top / _MAX_TABLE)
     fine = step * np.arange(int(r_top / step) + 2)
     if profile.size < 2:
@@ -532,6 +641,21 @@ def radial_background(
     median_bins = _check_median_bins(median_bins)
     values, r_mean = _binned_mean(frame, radius, mask, exclude, bin_px, n_bins)
     return _smooth_profile(values, r_mean, bin_px, median_bins)
+
+
+def _maps(
+    x: ArrayLike | None, y: ArrayLike | None, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinate maps as float32 (a 1 x 1 dummy pair when both are None)."""
+    if (x is None) != (y is None):
+        raise DataError("give both coordinate maps x and y, or neither", field="x")
+    if x is None or y is None:
+        dummy = np.zeros((1, 1), np.float32)
+        return dummy, dummy
+    xs, ys = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, y))
+    if xs.shape != shape or ys.shape != shape:
+        raise DataError(f"x/y maps must have the frame's shape {shape}", field="x")
+    return xs, ys
 
 
 def background_image(profile: ArrayLike, radius: ArrayLike, *, bin_px: float = 1.0) -> np.ndarray:

@@ -64,6 +64,7 @@ __all__ = [
     "correct_frame",
     "dead_time_correct",
     "flat_field_correct",
+    "frame_status",
     "interpolate_bad_pixels",
     "saturation_mask",
 ]
@@ -700,3 +701,40 @@ def _shaped_copy(corrections: Corrections, shape: tuple[int, ...]) -> Correction
         saturation_adu=corrections.saturation_adu,
         max_radius=corrections.max_radius,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _status_counts(values: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """Usable pixels, non-finite usable pixels and non-zero usable pixels (one pass)."""
+    v, m = values.ravel(), mask.ravel()
+    usable = bad = nonzero = 0
+    for i in range(v.size):
+        x = np.float64(v[i])
+        use = not m[i]
+        usable += 1 if use else 0
+        bad += 1 if use and not (x - x == 0.0) else 0  # NaN or infinite
+        nonzero += 1 if use and x != 0.0 else 0
+    return usable, bad, nonzero
+
+
+def frame_status(values: ArrayLike, mask: ArrayLike) -> int:
+    """Whether a raw frame can be processed: 0 usable; 1 with non-finite usable pixels,
+    2 if all usable pixels are zero, 3 if no pixel is usable (all masked).
+
+    Parameters
+    ----------
+    values : array_like
+        The raw frame.
+    mask : array_like of bool, same shape
+        True for pixels that are not used anyway (gaps, known bad pixels).
+    """
+    v = np.ascontiguousarray(values)
+    m = np.ascontiguousarray(mask, dtype=np.bool_)
+    if m.shape != v.shape:
+        raise DataError(f"mask shape {m.shape} differs from frame {v.shape}", field="mask")
+    usable, bad, nonzero = _status_counts(v, m)
+    if usable == 0:
+        return 3
+    if bad:
+        return 1
+    return 0 if nonzero else 2

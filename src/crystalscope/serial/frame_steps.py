@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from crystalscope.image.background import (
-    background_image,
     peak_exclusion_mask,
     radial_background,
+    subtract_profile,
 )
 from crystalscope.image.centre import CentreFit, find_centre, refine_centre_friedel
-from crystalscope.image.corrections import Corrections, correct_frame
+from crystalscope.image.corrections import Corrections, correct_frame, frame_status
 from crystalscope.image.geometry import radius_map
 from crystalscope.image.peakfinder8 import PeakFinder8Params, PeakList, peakfinder8
 
@@ -147,24 +147,12 @@ def _skip(flag: int, masked: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, 
 def _prepare(frame: np.ndarray, setup: FrameSetup) -> tuple[np.ndarray, np.ndarray, int]:
     """Corrected frame and mask, and the skip flag (0 when the frame is usable)."""
     values = np.asarray(frame)
-    flag = _validity(values, setup.mask)
+    flag = frame_status(values, setup.mask)
     if flag:
         return values, setup.mask, flag
     corrected, mask = correct_frame(values, setup.corrections)
     np.logical_or(mask, setup.mask, out=mask)
     return corrected, mask, 0
-
-
-def _validity(values: np.ndarray, mask: np.ndarray) -> int:
-    """0 if usable; 1 with non-finite usable pixels, 2 if all zero, 3 if none usable."""
-    if mask.all():
-        return 3
-    finite = np.isfinite(values)
-    if not finite.all() and not finite[~mask].all():
-        return 1
-    if np.count_nonzero(values) == np.count_nonzero(values[mask]):
-        return 2
-    return 0
 
 
 def _first_centre(corrected: np.ndarray, mask: np.ndarray, setup: FrameSetup) -> CentreFit:
@@ -282,9 +270,10 @@ def finish_frame(
     corrected, mask, flag = _prepare(frame, setup)
     if flag:
         return np.zeros(setup.x.shape, np.float32), np.ones(setup.x.shape, bool)
-    out = np.array(corrected, dtype=np.float32, copy=True)
     if setup.subtract_background and np.isfinite(profile).all():
-        radius = radius_map(setup.x, setup.y, centre)
-        out -= background_image(profile.astype(np.float64), radius, bin_px=setup.bin_px)
+        x, y = (None, None) if setup.identity_plane else (setup.x, setup.y)
+        out = subtract_profile(corrected, profile, centre, mask, x=x, y=y, bin_px=setup.bin_px)
+        return out, mask
+    out = np.array(corrected, dtype=np.float32, copy=True)
     out[mask] = 0.0
     return out, mask
