@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from crystalscope import __version__
+from crystalscope.cli import cell as cell_cmd
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import demo as demo_cmd
 from crystalscope.cli import info as info_cmd
@@ -60,6 +61,7 @@ app.command("convert")(convert_cmd.convert)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(serial_cmd.app, name="serial")
+app.add_typer(cell_cmd.app, name="cell")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,10 @@ subtraction (docs/serial-preprocess.md).  Settings come from the YAML file, then
 ``--set section.key=value`` overrides, then the shortcut options.  ``--watch DIR``
 switches to on-line mode: files appearing in ``DIR`` are processed once complete and
 their hits appended to a ``.lst``.
+
+``crystalscope serial index [CONFIG.yaml] --input preprocessed.h5 --cell X.cell`` refines
+the cell, indexes every hit and writes the per-crystal table, a CrystFEL stream and the
+input for ``indexamajig`` (docs/serial-index.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from crystalscope.config import parse_config
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Serial electron diffraction: pre-processing.", no_args_is_help=True)
+app = typer.Typer(
+    help="Serial electron diffraction: pre-processing and indexing.", no_args_is_help=True
+)
 
 
 @app.command("preprocess")
@@ -74,6 +80,51 @@ def preprocess(
             console.print(f"{len(state.done)} files processed, {len(state.failed)} skipped")
             return
         result, paths = run_preprocess(cfg, config_path=config, client=client)
-    console.print(result.summary())
+    console.print(result.summary(), soft_wrap=True, markup=False)
+    for name, path in paths.items():
+        console.print(f"- {name}: {path}")
+
+
+@app.command("index")
+def index(
+    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    set_: SetOpt = None,
+    input_: Annotated[
+        Path | None, typer.Option("--input", "-i", help="preprocessed.h5 of `serial preprocess`.")
+    ] = None,
+    cell: Annotated[Path | None, typer.Option(help="CrystFEL unit cell file.")] = None,
+    space_group: Annotated[
+        str | None, typer.Option(help="Space group (absences, indexing ambiguity).")
+    ] = None,
+    geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address (cluster).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes/threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
+) -> None:
+    """Index pre-processed serial data: cell refinement, orientations, ambiguity."""
+    from crystalscope.parallel import open_client
+    from crystalscope.serial.index_config import IndexConfig
+    from crystalscope.serial.index_output import run_index
+
+    shortcuts = {
+        "input": str(input_) if input_ else None,
+        "cell.file": str(cell) if cell else None,
+        "cell.space_group": space_group,
+        "geometry": str(geometry) if geometry else None,
+        "output.directory": str(out) if out else None,
+        "output.overwrite": True if overwrite else None,
+        "compute.address": scheduler,
+        "compute.scheduler": "distributed" if scheduler else None,
+        "compute.n_workers": workers,
+    }
+    data = merge_settings(config, set_, shortcuts)
+    cfg = parse_config(data, IndexConfig, source=config or "command line")
+    console = Console()
+    with open_client(cfg.compute) as client:
+        result, paths = run_index(cfg, config_path=config, client=client)
+    console.print(result.summary(), soft_wrap=True, markup=False)
     for name, path in paths.items():
         console.print(f"- {name}: {path}")
