@@ -25,6 +25,26 @@ from crystalscope.config import parse_config
 
 __all__ = ["app"]
 
+SchedulerOpt = Annotated[
+    str | None, typer.Option(help="dask.distributed scheduler address (cluster).")
+]
+WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes/threads.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace earlier outputs.")]
+
+
+def _common(
+    out: Path | None, overwrite: bool, scheduler: str | None, workers: int | None
+) -> dict[str, object]:
+    """``--set`` keys of the options every serial command has."""
+    return {
+        "output.directory": str(out) if out else None,
+        "output.overwrite": True if overwrite else None,
+        "compute.address": scheduler,
+        "compute.scheduler": "distributed" if scheduler else None,
+        "compute.n_workers": workers,
+    }
+
+
 app = typer.Typer(
     help="Serial electron diffraction: pre-processing and indexing.", no_args_is_help=True
 )
@@ -45,11 +65,9 @@ def preprocess(
     idle_timeout: Annotated[
         float | None, typer.Option(help="On-line mode: stop after this many idle seconds.")
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address (cluster).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes/threads.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Pre-process raw serial frames: corrections, centre, peaks, ellipticity, background."""
     from crystalscope.parallel import open_client
@@ -60,12 +78,8 @@ def preprocess(
     shortcuts = {
         "input.files": list(input_) if input_ else None,
         "input.geometry": str(geometry) if geometry else None,
-        "output.directory": str(out) if out else None,
-        "output.overwrite": True if overwrite else None,
         "watch.idle_timeout_s": idle_timeout,
-        "compute.address": scheduler,
-        "compute.scheduler": "distributed" if scheduler else None,
-        "compute.n_workers": workers,
+        **_common(out, overwrite, scheduler, workers),
     }
     data = merge_settings(config, set_, shortcuts)
     cfg = parse_config(data, PreprocessConfig, source=config or "command line")
@@ -98,11 +112,9 @@ def index(
     ] = None,
     geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address (cluster).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes/threads.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Index pre-processed serial data: cell refinement, orientations, ambiguity."""
     from crystalscope.parallel import open_client
@@ -114,11 +126,7 @@ def index(
         "cell.file": str(cell) if cell else None,
         "cell.space_group": space_group,
         "geometry": str(geometry) if geometry else None,
-        "output.directory": str(out) if out else None,
-        "output.overwrite": True if overwrite else None,
-        "compute.address": scheduler,
-        "compute.scheduler": "distributed" if scheduler else None,
-        "compute.n_workers": workers,
+        **_common(out, overwrite, scheduler, workers),
     }
     data = merge_settings(config, set_, shortcuts)
     cfg = parse_config(data, IndexConfig, source=config or "command line")
