@@ -4,6 +4,8 @@ distributed, and the CLI."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -125,22 +127,33 @@ def test_distributed_cluster_gives_the_same_results(movie: Path) -> None:
     np.testing.assert_array_equal(remote.dataset.shots[cols], local.dataset.shots[cols])
 
 
+_WRITE_IN_PLACE = """
+import sys, time
+import h5py, numpy as np
+frames = np.load(sys.argv[1])
+with h5py.File(sys.argv[2], "w") as f:
+    dset = f.create_dataset("/data/data", shape=(0, *frames.shape[1:]),
+                            maxshape=(None, *frames.shape[1:]), dtype=frames.dtype)
+    for frame in frames:
+        time.sleep(0.6)
+        dset.resize(len(dset) + 1, axis=0)
+        dset[-1] = frame
+        f.flush()
+"""
+
+
 def _write_slowly(src: Path, folder: Path) -> None:
     """run_0 and run_2 appear complete (renamed); run_1 is written in place, frame by
-    frame, and is still open (HDF5-locked, growing) while the watcher looks at it."""
+    frame, by another process (as a detector's writer does), which holds the file open
+    (HDF5-locked, growing) while the watcher looks at it."""
     frames = Dataset.open(src).data[:6].compute()
     for k in range(3):
         if k == 1:
-            with h5py.File(folder / "run_1.h5", "w") as f:
-                shape = frames.shape[1:]
-                dset = f.create_dataset(
-                    "/data/data", shape=(0, *shape), maxshape=(None, *shape), dtype=frames.dtype
-                )
-                for frame in frames[2:4]:
-                    time.sleep(0.6)
-                    dset.resize(len(dset) + 1, axis=0)
-                    dset[-1] = frame
-                    f.flush()
+            np.save(folder.parent / "run_1.npy", frames[2:4])
+            subprocess.run(
+                [sys.executable, "-c", _WRITE_IN_PLACE, str(folder.parent / "run_1.npy"),
+                 str(folder / "run_1.h5")], check=True,
+            )  # fmt: skip
             continue
         part = folder / f"run_{k}.h5.part"
         with h5py.File(part, "w") as f:
