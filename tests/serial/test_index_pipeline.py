@@ -195,3 +195,13 @@ def test_cell_find_command(run: dict[str, Path], capsys: pytest.CaptureFixture[s
     cell = found.cell
     assert abs(cell.a / 79.1 - 1) < 0.01 and abs(cell.c / 37.9 - 1) < 0.01, cell
     assert "tP" in capsys.readouterr().out
+
+
+def test_residual_histogram_counts_every_crystal() -> None:
+    from crystalscope.serial.indexing import residual_histogram
+
+    res = np.array([1e-4, 2e-4, 2e-4, 3e-4, np.nan])
+    lines = residual_histogram(res, n_bins=2, width=10)
+    assert lines[0].startswith("residuals") and len(lines) == 3
+    assert [int(line.split()[-1]) for line in lines[1:]] == [1, 3]
+    assert lines[2].count("#") == 10 and residual_histogram(np.array([np.nan])) == []

@@ -54,6 +54,7 @@ __all__ = [
     "index_serial",
     "lattice_description",
     "open_indexing_input",
+    "residual_histogram",
     "starting_cell",
     "with_lattice_columns",
 ]
@@ -139,11 +140,25 @@ class IndexingResult:
                 f"median residual {np.nanmedian(res) * 1e3:.2f}e-3 1/A, median indexed peaks "
                 f"{np.median(self.crystals['n_indexed']):.0f}"
             )
+            lines += residual_histogram(res)
         if self.ambiguity is not None:
             lines.append(self.ambiguity.summary())
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"{self.seconds:.1f} s")
         return "\n".join(lines)
+
+
+def residual_histogram(residuals: np.ndarray, n_bins: int = 8, width: int = 40) -> list[str]:
+    """Text histogram of RMS residuals (1/A) for the terminal, one line per bin."""
+    res = 1e3 * residuals[np.isfinite(residuals)]
+    if res.size == 0:
+        return []
+    counts, edges = np.histogram(res, bins=n_bins)
+    scale = width / max(int(counts.max()), 1)
+    out = ["residuals (1e-3 1/A):"]
+    for n, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        out.append(f"  {lo:6.3f}-{hi:6.3f} {'#' * round(float(n) * scale):<{width}} {n}")
+    return out
 
 
 def open_indexing_input(
