@@ -205,3 +205,24 @@ def test_residual_histogram_counts_every_crystal() -> None:
     assert lines[0].startswith("residuals") and len(lines) == 3
     assert [int(line.split()[-1]) for line in lines[1:]] == [1, 3]
     assert lines[2].count("#") == 10 and residual_histogram(np.array([np.nan])) == []
+
+
+@pytest.mark.parametrize(
+    "bravais", ["aP", "mP", "mC", "oP", "oC", "oI", "oF", "tP", "tI", "hP", "hR", "cP", "cI", "cF"]
+)
+def test_cell_files_round_trip_every_bravais_lattice(bravais: str, tmp_path: Path) -> None:
+    """A .cell written for a Bravais lattice is read back as the same lattice (hR on
+    hexagonal axes is CrystFEL's `hexagonal` with centring `H`)."""
+    import gemmi
+
+    from crystalscope.serial.index_config import CellConfig
+    from crystalscope.serial.indexing import cell_file, starting_cell
+
+    params = {
+        "a": (10, 11, 12, 80, 100, 95), "m": (10, 11, 12, 90, 100, 90),
+        "o": (10, 11, 12, 90, 90, 90), "t": (10, 10, 12, 90, 90, 90),
+        "h": (10, 10, 12, 90, 90, 120), "c": (10, 10, 10, 90, 90, 90),
+    }[bravais[0]]  # fmt: skip
+    write_cell(cell_file(gemmi.UnitCell(*params), bravais), tmp_path / "x.cell")
+    _, symbol = starting_cell(CellConfig(file=tmp_path / "x.cell"))
+    assert symbol == bravais

@@ -36,7 +36,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from crystalscope.config import write_resolved_config
+from crystalscope.dataset.stacks import peak_arrays
 from crystalscope.errors import CrystalscopeError
+from crystalscope.index.peaks import Q_COLUMNS
 from crystalscope.index.powder import plot_radial_histograms
 from crystalscope.io.atomic import atomic_path
 from crystalscope.io.crystfel_cell import write_cell
@@ -50,6 +52,7 @@ from crystalscope.serial.index_config import IndexConfig
 from crystalscope.serial.indexing import (
     IndexingResult,
     cell_file,
+    hit_frames,
     index_serial,
     open_indexing_input,
     with_lattice_columns,
@@ -87,7 +90,7 @@ def _stream_tables(result: IndexingResult) -> tuple[pd.DataFrame, ...]:
     """Chunks (hits), peaks (panel-relative) and crystals for the stream."""
     det = result.detector
     shots = result.dataset.shots
-    hits = shots[shots["hit"].astype(bool)] if "hit" in shots else shots
+    hits = shots[shots["frame"].isin(hit_frames(shots))]
     chunks = pd.DataFrame(
         {
             "chunk": hits["frame"].to_numpy(np.int64), "file": hits["file"].astype(str),
@@ -97,11 +100,7 @@ def _stream_tables(result: IndexingResult) -> tuple[pd.DataFrame, ...]:
             if isinstance(det.panels[0].clen, float) else np.nan,
         }
     )  # fmt: skip
-    peaks = result.dataset.peaks()
-    peaks = peaks[peaks["frame"].isin(chunks["chunk"])]
-    from crystalscope.index.peaks import peak_vectors
-
-    vec = peak_vectors(peaks, det, shots=shots, wavelength=result.wavelength)
+    vec = result.vectors
     local = det.raw_to_panel(vec["fs"].to_numpy(), vec["ss"].to_numpy(), vec["panel"].to_numpy())
     names = np.array(det.panel_names, dtype=object)
     stream_peaks = pd.DataFrame(
@@ -148,20 +147,14 @@ def _cxi_detector(detector: Detector, wavelength: float) -> Detector:
 
 def _cxi_peak_arrays(result: IndexingResult, frames: np.ndarray) -> dict[str, np.ndarray]:
     """Peak positions on the nominal geometry (shift and ellipticity applied)."""
-    from crystalscope.index.peaks import Q_COLUMNS, peak_vectors
-
     det = result.detector
-    peaks = result.dataset.peaks()
-    peaks = peaks[peaks["frame"].isin(frames)]
-    vec = peak_vectors(peaks, det, shots=result.dataset.shots, wavelength=result.wavelength)
+    vec = result.vectors
     hits = _nominal(det).q_to_pixel(vec[list(Q_COLUMNS)].to_numpy(), wavelength=result.wavelength)
     ok = hits.panel >= 0
     fs, ss = det.panel_to_raw(hits.panel[ok], hits.fs[ok], hits.ss[ok])
     table = pd.DataFrame(
         {"frame": vec["frame"][ok], "fs": fs, "ss": ss, "intensity": vec["intensity"][ok]}
     )
-    from crystalscope.dataset.stacks import peak_arrays
-
     return peak_arrays(table, frames)
 
 
@@ -169,10 +162,7 @@ def write_indexamajig_input(
     result: IndexingResult, paths: dict[str, Path], *, overwrite: bool
 ) -> None:
     """``peaks.cxi``, ``peaks.geom``, ``peaks.lst`` and a script for indexamajig."""
-    shots = result.dataset.shots
-    frames = shots["frame"][shots["hit"].astype(bool)].to_numpy() if "hit" in shots else (
-        shots["frame"].to_numpy()
-    )  # fmt: skip
+    frames = hit_frames(result.dataset.shots)
     arrays = _cxi_peak_arrays(result, frames)
     shape = result.detector.raw_shape
     paths["cxi"].parent.mkdir(parents=True, exist_ok=True)

@@ -34,13 +34,14 @@ from crystalscope.errors import ConfigError, CrystalscopeError, DataError
 from crystalscope.index.ambiguity import AmbiguityResult, ambiguity_operators, resolve_ambiguity
 from crystalscope.index.assign import assign_peaks
 from crystalscope.index.cell_refine import CellRefinement, refine_cell
+from crystalscope.index.compare import BRAVAIS_SPACE_GROUPS, lattice_space_group
 from crystalscope.index.compare import bravais_symbol as lattice_bravais
 from crystalscope.index.peaks import peak_vectors
 from crystalscope.index.powder import RadialHistograms, radial_histograms
 from crystalscope.index.stills import IndexingParams, index_peaks
 from crystalscope.io.crystfel_cell import UnitCellFile, read_cell
 from crystalscope.io.crystfel_geom import read_geom
-from crystalscope.model.crystal import resolve_space_group
+from crystalscope.model.crystal import crystfel_lattice, resolve_space_group
 from crystalscope.model.detector import Detector
 from crystalscope.serial.index_config import CellConfig, IndexConfig
 from crystalscope.serial.preprocess import load_preprocessed_detector
@@ -50,6 +51,7 @@ __all__ = [
     "IndexingResult",
     "bravais_symbol",
     "cell_file",
+    "hit_frames",
     "hit_vectors",
     "index_serial",
     "lattice_description",
@@ -59,7 +61,6 @@ __all__ = [
     "with_lattice_columns",
 ]
 
-_BRAVAIS = {"aP", "mP", "mC", "oP", "oC", "oI", "oF", "tP", "tI", "hP", "hR", "cP", "cI", "cF"}
 _CRYSTFEL_SYSTEM = {
     "triclinic": "a", "monoclinic": "m", "orthorhombic": "o", "tetragonal": "t",
     "rhombohedral": "h", "hexagonal": "h", "cubic": "c",
@@ -96,6 +97,8 @@ class IndexingResult:
         One row per crystal (also ``dataset.crystals``).
     assigned : DataFrame
         Peaks with the crystal and Miller indices that explain them.
+    vectors : DataFrame
+        All peaks of the hits with their scattering vectors (``qx, qy, qz``, 1/A).
     histograms, refinement, ambiguity
         Intermediate results (None when the step did not run).
     """
@@ -108,6 +111,7 @@ class IndexingResult:
     space_group: gemmi.SpaceGroup | None
     crystals: pd.DataFrame
     assigned: pd.DataFrame
+    vectors: pd.DataFrame
     n_hits: int
     n_tried: int
     histograms: RadialHistograms | None = None
@@ -203,6 +207,12 @@ def open_indexing_input(
     return IndexingInput(ds, detector, wavelength, path)
 
 
+def hit_frames(shots: pd.DataFrame) -> np.ndarray:
+    """Frame identifiers of the hits (every frame when there is no ``hit`` column)."""
+    frames = shots["frame"].to_numpy()
+    return frames[shots["hit"].to_numpy(bool)] if "hit" in shots else frames
+
+
 def hit_vectors(data: IndexingInput, client: Any = None) -> pd.DataFrame:
     """Scattering vectors of the peaks of the hits (all frames without a ``hit`` column).
 
@@ -212,9 +222,8 @@ def hit_vectors(data: IndexingInput, client: Any = None) -> pd.DataFrame:
         If the hits have no peaks.
     """
     shots = data.dataset.shots
-    hits = shots["frame"][shots["hit"].astype(bool)] if "hit" in shots else shots["frame"]
     peaks = data.dataset.peaks(client=client)
-    peaks = peaks[peaks["frame"].isin(hits)].reset_index(drop=True)
+    peaks = peaks[peaks["frame"].isin(hit_frames(shots))].reset_index(drop=True)
     if peaks.empty:
         raise DataError("the data set has no peaks on its hits", path=data.path, field="peaks")
     return peak_vectors(peaks, data.detector, shots=shots, wavelength=data.wavelength)
@@ -242,7 +251,9 @@ def _bravais_of_file(cell_file: UnitCellFile) -> str:
     system = _CRYSTFEL_SYSTEM.get(cell_file.lattice_type)
     if system is None:
         raise ConfigError(f"unknown lattice_type {cell_file.lattice_type!r}", field="lattice_type")
-    centring = "R" if cell_file.lattice_type == "rhombohedral" else cell_file.centering
+    centring = cell_file.centering
+    if cell_file.lattice_type == "rhombohedral" or centring == "H":  # R lattice, either axes
+        centring = "R"
     return system + centring
 
 
@@ -252,14 +263,14 @@ def bravais_symbol(lattice: str) -> str:
         return lattice_bravais(lattice.strip())
     except CrystalscopeError as exc:
         raise ConfigError(
-            f"{lattice!r} is neither a Bravais lattice ({', '.join(sorted(_BRAVAIS))}) nor a "
+            f"{lattice!r} is neither a Bravais lattice ({', '.join(BRAVAIS_SPACE_GROUPS)}) nor a "
             "space group", field="cell.lattice",
         ) from exc  # fmt: skip
 
 
 def _space_group(cfg: CellConfig) -> gemmi.SpaceGroup | None:
     name = cfg.space_group
-    if name is None and cfg.lattice is not None and cfg.lattice.strip() not in _BRAVAIS:
+    if name is None and cfg.lattice is not None and cfg.lattice.strip() not in BRAVAIS_SPACE_GROUPS:
         name = cfg.lattice
     return resolve_space_group(name) if name is not None else None
 
@@ -312,7 +323,7 @@ def index_serial(
     sg = _space_group(cfg.cell)
     vectors = hit_vectors(data, client)
     shots = data.dataset.shots
-    n_hits = int(shots["hit"].astype(bool).sum()) if "hit" in shots else len(shots)
+    n_hits = len(hit_frames(shots))
     peaks = vectors.drop(columns=["qx", "qy", "qz"])
     hist = refinement = None
     if cfg.cell.refine:
@@ -337,18 +348,15 @@ def index_serial(
     ds = data.dataset
     ds.crystals = crystals
     return IndexingResult(
-        ds, data.detector, data.wavelength, cell, lattice, sg, crystals, assigned, n_hits,
+        ds, data.detector, data.wavelength, cell, lattice, sg, crystals, assigned, vectors, n_hits,
         n_tried, hist, refinement, ambiguity, time.perf_counter() - t0, notes,
     )  # fmt: skip
 
 
 def lattice_description(lattice: str) -> tuple[str, str, str]:
-    """CrystFEL's ``(lattice_type, centering, unique_axis)`` of a Bravais symbol."""
-    names = {v: k for k, v in _CRYSTFEL_SYSTEM.items() if k != "rhombohedral"}
-    if lattice == "hR":
-        return "rhombohedral", "R", "*"
-    unique = {"m": "b", "t": "c", "h": "c"}.get(lattice[0], "*")
-    return names[lattice[0]], lattice[1], unique
+    """CrystFEL's ``(lattice_type, centering, unique_axis)`` of a Bravais symbol (``hR``:
+    hexagonal axes, centring ``H``) or a space group."""
+    return crystfel_lattice(lattice_space_group(lattice))
 
 
 def cell_file(cell: gemmi.UnitCell, lattice: str) -> UnitCellFile:
