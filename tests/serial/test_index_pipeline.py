@@ -141,6 +141,10 @@ def test_index_refuses_to_overwrite_and_bad_cells(run: dict[str, Path], capsys) 
     bad = ["--parameters", "79 79 38 90 90 90", "--lattice", "xQ"]
     code = main(["cell", "refine", str(run["pre"] / "preprocessed.h5"), *bad])
     assert code == 2 and "xQ" in capsys.readouterr().err
+    raw = str(run["root"] / "sim" / "frames.h5")  # frames without peak lists
+    assert main(["cell", "find", raw]) == 2
+    err = capsys.readouterr().err
+    assert "frames.h5" in err and "serial preprocess" in err
 
 
 @pytest.mark.slow

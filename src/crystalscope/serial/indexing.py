@@ -222,6 +222,11 @@ def hit_vectors(data: IndexingInput, client: Any = None) -> pd.DataFrame:
         If the hits have no peaks.
     """
     shots = data.dataset.shots
+    if "nPeaks" not in data.dataset:
+        raise DataError(
+            "no peak lists in this file: run `crystalscope serial preprocess` on it first",
+            path=data.path, field="nPeaks",
+        )  # fmt: skip
     peaks = data.dataset.peaks(client=client)
     peaks = peaks[peaks["frame"].isin(hit_frames(shots))].reset_index(drop=True)
     if peaks.empty:
