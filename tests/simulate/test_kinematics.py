@@ -28,13 +28,13 @@ from crystalscope.model.crystal import Crystal
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.model.panel import Panel
+from crystalscope.model.projection import project_rays
 from crystalscope.simulate.config import BeamEffects, CrystalConfig
 from crystalscope.simulate.kinematics import (
     PREDICTION_COLUMNS,
     centre_px,
     partiality,
     predict_still,
-    project_rays,
     reflection_scale,
 )
 from crystalscope.simulate.structure_factors import StructureFactors

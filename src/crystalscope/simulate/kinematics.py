@@ -99,7 +99,12 @@ from crystalscope.model.beam import Beam
 from crystalscope.model.crystal import Crystal
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
-from crystalscope.simulate._kin_geometry import cast, panel_planes, plane_hit
+from crystalscope.model.projection import (
+    check_shift_mm,
+    panel_planes,
+    plane_hit,
+    project_rays,
+)
 from crystalscope.simulate.config import BeamEffects, CrystalConfig
 
 if TYPE_CHECKING:
@@ -112,7 +117,6 @@ __all__ = [
     "partiality",
     "polarisation_factor",
     "predict_still",
-    "project_rays",
     "reflection_scale",
     "relativistic_gamma",
 ]
@@ -316,20 +320,6 @@ def _indices(table: pd.DataFrame, b_matrix: np.ndarray) -> tuple[np.ndarray, np.
 # ------------------------------------------------------------------------ geometry
 
 
-def _shift(shift_mm: ArrayLike) -> np.ndarray:
-    try:
-        shift = np.asarray(shift_mm, dtype=float)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"shift_mm must be two numbers, got {shift_mm!r}", field="shift_mm"
-        ) from None
-    if shift.shape != (2,) or not np.all(np.isfinite(shift)):
-        raise DataError(
-            f"shift_mm must be two finite numbers (mm), got {shift_mm!r}", field="shift_mm"
-        )
-    return shift
-
-
 def centre_px(
     detector: Detector,
     beam: Beam,
@@ -362,7 +352,7 @@ def centre_px(
     DataError
         If the beam does not cross the panel's plane downstream of the sample.
     """
-    shift = _shift(shift_mm)
+    shift = check_shift_mm(shift_mm)
     index = detector.panel_index(panel) if isinstance(panel, str) else int(panel)
     if not 0 <= index < len(detector.panels):
         raise DataError(f"panel index out of range 0..{len(detector.panels) - 1}", field="panel")
@@ -374,56 +364,6 @@ def centre_px(
         )
     fs_raw, ss_raw = detector.panel_to_raw(index, fs[0], ss[0])
     return float(fs_raw), float(ss_raw)
-
-
-def project_rays(
-    dirs: ArrayLike,
-    detector: Detector,
-    shift_mm: ArrayLike = (0.0, 0.0),
-    distortion: EllipticalDistortion | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where rays from the sample land, with the frame's shift and distortion.
-
-    Parameters
-    ----------
-    dirs : array_like, shape (N, 3)
-        Ray directions in the lab frame (any length), e.g. ``lambda (q + k0)``.
-    detector : Detector
-        Geometry with a resolved camera length.
-    shift_mm : (dx, dy)
-        Lateral detector translation in mm.
-    distortion : EllipticalDistortion, optional
-        Applied in the plane of panel 0 about the beam centre (module docstring).
-
-    Returns
-    -------
-    panel, fs, ss : numpy.ndarray
-        Panel index (-1 where no panel is hit) and **panel-relative** pixel-centre
-        positions (``Detector.panel_to_raw`` gives raw positions).
-    """
-    rays = np.asarray(dirs, dtype=float).reshape(-1, 3)
-    return _project(rays, detector, _shift(shift_mm), distortion)
-
-
-def _project(
-    dirs: np.ndarray,
-    detector: Detector,
-    shift: np.ndarray,
-    distortion: EllipticalDistortion | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`project_rays` without argument checks (``shift`` a float (2,) array)."""
-    planes = panel_planes(detector)
-    if distortion is None or distortion.ratio == 1.0:
-        return cast(planes, dirs, shift)
-    fs, ss, ok = plane_hit(planes, 0, dirs, shift)
-    c_fs, c_ss, _ = plane_hit(planes, 0, np.array([[0.0, 0.0, 1.0]]), shift)
-    fs_d, ss_d = distortion.apply(fs[ok], ss[ok], (float(c_fs[0]), float(c_ss[0])))
-    panel = np.full(len(dirs), -1, dtype=np.intp)
-    out_fs = np.full(len(dirs), np.nan)
-    out_ss = np.full(len(dirs), np.nan)
-    r = detector.pixel_to_lab(0, fs_d, ss_d, shift_mm=shift)
-    panel[ok], out_fs[ok], out_ss[ok] = cast(planes, r, shift)
-    return panel, out_fs, out_ss
 
 
 # ---------------------------------------------------------------------- prediction
@@ -551,13 +491,13 @@ def predict_still(
         For invalid ``n_on_crystal``, ``min_partiality``, ``shift_mm`` or ``dose_factor``.
     """
     _check_inputs(n_on_crystal, min_partiality)
-    shift = _shift(shift_mm)
+    shift = check_shift_mm(shift_mm)
     table = sf.table
     factor = _dose_factor(dose_factor, len(table))
     rows, q, s, p = _excited(crystal, table, beam.wavelength, crystal_cfg, beam_fx, min_partiality)
     dirs = q * beam.wavelength
     dirs[:, 2] += 1.0  # lambda (q + k0)
-    panel, fs, ss = _project(dirs, detector, shift, distortion)
+    panel, fs, ss = project_rays(dirs, detector, shift, distortion)
     on = panel >= 0
     rows, q, s, p, dirs, panel = rows[on], q[on], s[on], p[on], dirs[on], panel[on]
     fs_raw, ss_raw = detector.panel_to_raw(panel, fs[on], ss[on])

@@ -34,7 +34,7 @@ electrons (photons) per frame, spread evenly over the exposure, ``n_rad = dose p
 the zero-order beam ``N_inc`` less the Bragg and inelastic counts (as in the stills).
 
 **Spots** sit where the diffracted ray of the crossing, ``lambda q(phi0) + z``, meets the
-detector (:func:`~crystalscope.simulate.kinematics.project_rays`, with the frame's
+detector (:func:`~crystalscope.model.projection.project_rays`, with the frame's
 detector shift and the elliptical lens distortion of ``beam_effects.ellipticity``), on
 every frame that records part of the rocking curve.
 
@@ -67,9 +67,10 @@ from crystalscope.model.crystal import Crystal
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.model.orientation import random_rotation, rotation_matrix
+from crystalscope.model.projection import project_rays
 from crystalscope.simulate._render_layout import layout
 from crystalscope.simulate.config import RotationConfig
-from crystalscope.simulate.kinematics import centre_px, project_rays, reflection_scale
+from crystalscope.simulate.kinematics import centre_px, reflection_scale
 from crystalscope.simulate.presets import simulation_beam, simulation_detector
 from crystalscope.simulate.render import (
     DetectorState,

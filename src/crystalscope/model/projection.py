@@ -1,11 +1,15 @@
-"""Fast ray casting onto detector panels for :mod:`crystalscope.simulate.kinematics`.
+"""Where rays from the sample land on the detector: fast ray casting onto all panels.
 
-Same semantics as :meth:`crystalscope.model.detector.Detector.lab_to_pixel` (a ray
-``t d``, ``t > 0``, hits panel ``i`` where its corner-convention coordinates satisfy
-``0 <= u < n_fs`` and ``0 <= v < n_ss``; where panels overlap the nearest wins, the first
-in file order on ties), but evaluated for all panels at once as ``(rays, panels)``
-arrays instead of one panel at a time, which matters for detectors of many panels
-(a 64-panel CSPAD: ~30x faster for a still's few hundred rays).
+:func:`project_rays` maps scattered-ray directions to panel pixel positions with a
+frame's lateral detector shift and elliptical distortion; spot prediction
+(:mod:`crystalscope.integrate`) and the simulators (:mod:`crystalscope.simulate`) share
+it.  The casting has the same semantics as
+:meth:`crystalscope.model.detector.Detector.lab_to_pixel` (a ray ``t d``, ``t > 0``,
+hits panel ``i`` where its corner-convention coordinates satisfy ``0 <= u < n_fs`` and
+``0 <= v < n_ss``; where panels overlap the nearest wins, the first in file order on
+ties), but evaluated for all panels at once as ``(rays, panels)`` arrays instead of one
+panel at a time, which matters for detectors of many panels (a 64-panel CSPAD: ~30x
+faster for a still's few hundred rays).
 
 The panel planes come from the detector's public :meth:`pixel_to_lab`, so camera
 length, ``coffset`` and the detector shift are the model's.
@@ -18,8 +22,13 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from crystalscope.errors import DataError
 from crystalscope.model.detector import Detector
+from crystalscope.model.distortion import EllipticalDistortion
+
+__all__ = ["Planes", "cast", "check_shift_mm", "panel_planes", "plane_hit", "project_rays"]
 
 _CACHE_SIZE = 8
 _CHUNK_ELEMENTS = 1_000_000  # rays x panels evaluated at once
@@ -116,3 +125,68 @@ def cast(
         fs[start:stop] = np.where(found, u[rows, best] - 0.5, np.nan)
         ss[start:stop] = np.where(found, v[rows, best] - 0.5, np.nan)
     return panel, fs, ss
+
+
+def check_shift_mm(shift_mm: ArrayLike) -> np.ndarray:
+    try:
+        shift = np.asarray(shift_mm, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"shift_mm must be two numbers, got {shift_mm!r}", field="shift_mm"
+        ) from None
+    if shift.shape != (2,) or not np.all(np.isfinite(shift)):
+        raise DataError(
+            f"shift_mm must be two finite numbers (mm), got {shift_mm!r}", field="shift_mm"
+        )
+    return shift
+
+
+def project_rays(
+    dirs: ArrayLike,
+    detector: Detector,
+    shift_mm: ArrayLike = (0.0, 0.0),
+    distortion: EllipticalDistortion | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where rays from the sample land, with the frame's shift and distortion.
+
+    Parameters
+    ----------
+    dirs : array_like, shape (N, 3)
+        Ray directions in the lab frame (any length), e.g. ``lambda (q + k0)``.
+    detector : Detector
+        Geometry with a resolved camera length.
+    shift_mm : (dx, dy)
+        Lateral detector translation in mm.
+    distortion : EllipticalDistortion, optional
+        Applied in the plane of panel 0, in its pixel-centre ``(fs, ss)`` coordinates,
+        about the point where the direct beam crosses that plane.
+
+    Returns
+    -------
+    panel, fs, ss : numpy.ndarray
+        Panel index (-1 where no panel is hit) and **panel-relative** pixel-centre
+        positions (``Detector.panel_to_raw`` gives raw positions).
+    """
+    rays = np.asarray(dirs, dtype=float).reshape(-1, 3)
+    return _project(rays, detector, check_shift_mm(shift_mm), distortion)
+
+
+def _project(
+    dirs: np.ndarray,
+    detector: Detector,
+    shift: np.ndarray,
+    distortion: EllipticalDistortion | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`project_rays` without argument checks (``shift`` a float (2,) array)."""
+    planes = panel_planes(detector)
+    if distortion is None or distortion.ratio == 1.0:
+        return cast(planes, dirs, shift)
+    fs, ss, ok = plane_hit(planes, 0, dirs, shift)
+    c_fs, c_ss, _ = plane_hit(planes, 0, np.array([[0.0, 0.0, 1.0]]), shift)
+    fs_d, ss_d = distortion.apply(fs[ok], ss[ok], (float(c_fs[0]), float(c_ss[0])))
+    panel = np.full(len(dirs), -1, dtype=np.intp)
+    out_fs = np.full(len(dirs), np.nan)
+    out_ss = np.full(len(dirs), np.nan)
+    r = detector.pixel_to_lab(0, fs_d, ss_d, shift_mm=shift)
+    panel[ok], out_fs[ok], out_ss[ok] = cast(planes, r, shift)
+    return panel, out_fs, out_ss
