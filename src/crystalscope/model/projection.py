@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -50,19 +51,21 @@ _lock = threading.Lock()
 
 
 def panel_planes(detector: Detector) -> Planes:
-    """The :class:`Planes` of ``detector`` (cached; detectors are immutable)."""
+    """The :class:`Planes` of ``detector`` without its elliptical distortion (cached;
+    detectors are immutable)."""
     key = id(detector)
     with _lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] is detector:
             _cache.move_to_end(key)
             return hit[1]
-    idx = np.arange(len(detector.panels))
-    n_fs = np.array([p.n_fs for p in detector.panels], dtype=float)
-    n_ss = np.array([p.n_ss for p in detector.panels], dtype=float)
-    origin = detector.pixel_to_lab(idx, -0.5, -0.5)
-    fs_vec = (detector.pixel_to_lab(idx, n_fs - 0.5, -0.5) - origin) / n_fs[:, None]
-    ss_vec = (detector.pixel_to_lab(idx, -0.5, n_ss - 0.5) - origin) / n_ss[:, None]
+    plain = detector if detector.distortion is None else replace(detector, distortion=None)
+    idx = np.arange(len(plain.panels))
+    n_fs = np.array([p.n_fs for p in plain.panels], dtype=float)
+    n_ss = np.array([p.n_ss for p in plain.panels], dtype=float)
+    origin = plain.pixel_to_lab(idx, -0.5, -0.5)
+    fs_vec = (plain.pixel_to_lab(idx, n_fs - 0.5, -0.5) - origin) / n_fs[:, None]
+    ss_vec = (plain.pixel_to_lab(idx, -0.5, n_ss - 0.5) - origin) / n_ss[:, None]
     planes = Planes(origin, fs_vec, ss_vec, np.cross(fs_vec, ss_vec), n_fs, n_ss)
     with _lock:
         _cache[key] = (detector, planes)
@@ -159,7 +162,9 @@ def project_rays(
         Lateral detector translation in mm.
     distortion : EllipticalDistortion, optional
         Applied in the plane of panel 0, in its pixel-centre ``(fs, ss)`` coordinates,
-        about the point where the direct beam crosses that plane.
+        about the point where the direct beam crosses that plane.  Default: the
+        detector's own distortion (``Detector.distortion``); giving a different one
+        than the detector carries is an error.
 
     Returns
     -------
@@ -168,6 +173,16 @@ def project_rays(
         positions (``Detector.panel_to_raw`` gives raw positions).
     """
     rays = np.asarray(dirs, dtype=float).reshape(-1, 3)
+    own = detector.distortion
+    if distortion is None:
+        distortion = own
+    elif own is not None and not np.allclose(
+        own.distortion_matrix, distortion.distortion_matrix, rtol=0, atol=1e-12
+    ):
+        raise DataError(
+            "the detector carries a different elliptical distortion than the one given",
+            field="distortion",
+        )
     return _project(rays, detector, check_shift_mm(shift_mm), distortion)
 
 
@@ -187,6 +202,8 @@ def _project(
     panel = np.full(len(dirs), -1, dtype=np.intp)
     out_fs = np.full(len(dirs), np.nan)
     out_ss = np.full(len(dirs), np.nan)
-    r = detector.pixel_to_lab(0, fs_d, ss_d, shift_mm=shift)
+    r = planes.origin[0] + (fs_d + 0.5)[:, None] * planes.fs_vec[0]
+    r += (ss_d + 0.5)[:, None] * planes.ss_vec[0]
+    r[:, :2] += shift
     panel[ok], out_fs[ok], out_ss[ok] = cast(planes, r, shift)
     return panel, out_fs, out_ss
