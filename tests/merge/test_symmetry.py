@@ -29,14 +29,17 @@ def test_symmorphic_space_group_of_a_crystfel_point_group(
     [
         ("P 43 21 2", "422", "4/mmm"), ("C 1 2 1", "2_uab", "2/m_uab"),
         ("P 31 2 1", "321_H", "-3m1_H"), ("P 32 1 2", "312_H", "-31m_H"),
-        ("R 3 2:H", "32_H", "-3m_H"), ("R 3:R", "3_R", "-3_R"), ("P 21 21 21", "222", "mmm"),
+        ("R 3 2:H", "321_H", "-3m1_H"), ("R 3:R", "3_R", "-3_R"), ("P 21 21 21", "222", "mmm"),
+        ("P -4 m 2", "-4m2", "4/mmm"), ("P -6 m 2", "-6m2", "6/mmm"),
+        ("P 3 m 1", "3m1_H", "-3m1_H"), ("R 3 2:R", "32_R", "-3m_R"),
+        ("P 2/m 1 1", "2/m_uaa", "2/m_uaa"),
     ],
 )  # fmt: skip
 def test_crystfel_name_of_a_space_group(space_group: str, point_group: str, laue: str) -> None:
     sg = gemmi.SpaceGroup(space_group)
     assert point_group_of_space_group(sg) == point_group
     assert point_group_of_space_group(sg, laue=True) == laue
-    back = space_group_of_point_group(laue, sg.centring_type())
+    back = space_group_of_point_group(laue, "R" if space_group[0] == "R" else sg.centring_type())
     assert back.laue_str() == sg.laue_str()
 
 

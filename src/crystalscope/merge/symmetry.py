@@ -74,23 +74,36 @@ def space_group_of_point_group(point_group: str, centring: str = "P") -> gemmi.S
     return sg
 
 
-def point_group_of_space_group(space_group: gemmi.SpaceGroup, *, laue: bool = False) -> str:
-    """CrystFEL's name of the point (or Laue) group of ``space_group``.
+def _point_element(element: str) -> str:
+    """The point-group element of one Hermann-Mauguin position (``43`` -> ``4``,
+    ``21/c`` -> ``2/m``, ``n`` -> ``m``)."""
+    match = re.fullmatch(r"(-?\d)\d?(?:/\w)?|[a-z]", element)
+    if match is None:
+        raise ConfigError(f"cannot read the symmetry element {element!r}", field="symmetry")
+    if match.group(1) is None:
+        return "m"
+    return match.group(1) + ("/m" if "/" in element else "")
 
-    Monoclinic groups get their unique axis (``2/m_uab``), trigonal ones ``_H`` or
-    ``_R``, and the two-axis trigonal groups their full three-element symbol
-    (``321_H``, ``-3m1_H``).
+
+def point_group_of_space_group(space_group: gemmi.SpaceGroup, *, laue: bool = False) -> str:
+    """CrystFEL's name of the point (or, with ``laue``, Laue) group of ``space_group``.
+
+    The symbol keeps the setting of the space group's Hermann-Mauguin symbol
+    (``P -4 m 2`` -> ``-4m2``, ``P 31 1 2`` -> ``312_H``); monoclinic groups get their
+    unique axis (``2/m_uab``), trigonal ones ``_H`` or ``_R`` (``R 3 2:H`` -> ``321_H``).
     """
-    symbol = space_group.laue_str() if laue else space_group.point_group_hm()
     hm = space_group.hm.split()
-    if space_group.crystal_system_str() == "monoclinic":
+    parts = [_point_element(e) for e in hm[1:]]
+    system = space_group.crystal_system_str()
+    if system == "monoclinic":
         axis = next((i for i, part in enumerate(hm[1:]) if part != "1"), 2)
-        return f"{symbol}_ua{'abc'[axis]}"
-    if space_group.crystal_system_str() == "trigonal":
-        if hm[0] == "R":
-            return f"{symbol}_{'R' if space_group.ext == 'R' else 'H'}"
-        ops = _elements(symbol)
-        if len(hm) == 4 and len(ops) == 2:  # 32, 3m, -3m: which of the two settings
-            symbol = f"{ops[0]}{ops[1]}1" if hm[3] == "1" else f"{ops[0]}1{ops[1]}"
-        return f"{symbol}_H"
-    return symbol
+        return f"{'2/m' if laue else parts[axis]}_ua{'abc'[axis]}"
+    if system == "trigonal":
+        if laue:  # 3 -> -3, 2 -> m (the mirror perpendicular to the two-fold)
+            parts = ["-3" if "3" in p else p if p == "1" else "m" for p in parts]
+        if hm[0] == "R" and space_group.ext != "R" and len(parts) == 2:
+            parts.append("1")  # hexagonal axes: R 3 2 -> 321_H, R -3 m -> -3m1_H
+        return f"{''.join(parts)}_{'R' if space_group.ext == 'R' else 'H'}"
+    if laue:
+        return space_group.laue_str()
+    return "".join(parts)
