@@ -58,7 +58,7 @@ from crystalscope.serial.indexing import (
     with_lattice_columns,
 )
 
-__all__ = ["index_output_paths", "run_index", "write_indexed"]
+__all__ = ["index_output_paths", "run_index", "stream_tables", "write_indexed"]
 
 CXI_DATA = "/entry_1/data_1/data"
 CXI_PEAKS = "/entry_1/result_1"
@@ -86,21 +86,24 @@ def _check_free(paths: dict[str, Path], overwrite: bool) -> None:
         )
 
 
-def _stream_tables(result: IndexingResult) -> tuple[pd.DataFrame, ...]:
-    """Chunks (hits), peaks (panel-relative) and crystals for the stream."""
-    det = result.detector
-    shots = result.dataset.shots
+def stream_tables(
+    shots: pd.DataFrame, detector: Detector, wavelength: float, vectors: pd.DataFrame,
+    crystals: pd.DataFrame, lattice: str,
+) -> tuple[pd.DataFrame, ...]:  # fmt: skip
+    """Chunks (hits), peaks (panel-relative) and crystals (numbered globally in table
+    order) for a CrystFEL stream."""
+    det = detector
     hits = shots[shots["frame"].isin(hit_frames(shots))]
     chunks = pd.DataFrame(
         {
             "chunk": hits["frame"].to_numpy(np.int64), "file": hits["file"].astype(str),
-            "event": hits["event"].astype(str), "wavelength_A": result.wavelength,
+            "event": hits["event"].astype(str), "wavelength_A": wavelength,
             "num_peaks": hits["num_peaks"].to_numpy(np.int64),
             "average_camera_length_mm": float(det.panels[0].clen)
             if isinstance(det.panels[0].clen, float) else np.nan,
         }
     )  # fmt: skip
-    vec = result.vectors
+    vec = vectors
     local = det.raw_to_panel(vec["fs"].to_numpy(), vec["ss"].to_numpy(), vec["panel"].to_numpy())
     names = np.array(det.panel_names, dtype=object)
     stream_peaks = pd.DataFrame(
@@ -110,7 +113,7 @@ def _stream_tables(result: IndexingResult) -> tuple[pd.DataFrame, ...]:
             "intensity": vec["intensity"].to_numpy(float), "panel": names[local.panel],
         }
     )  # fmt: skip
-    crystals = with_lattice_columns(result.crystals, result.lattice).rename(
+    crystals = with_lattice_columns(crystals, lattice).rename(
         columns={"frame": "chunk", "crystal": "crystal_in_frame"}
     )
     crystals.insert(1, "crystal", np.arange(len(crystals)))  # streams number them globally
@@ -119,7 +122,10 @@ def _stream_tables(result: IndexingResult) -> tuple[pd.DataFrame, ...]:
 
 def write_indexed_stream(result: IndexingResult, path: Path, *, overwrite: bool) -> None:
     """The CrystFEL stream of the result (peaks and crystals, no reflections yet)."""
-    chunks, peaks, crystals = _stream_tables(result)
+    chunks, peaks, crystals = stream_tables(
+        result.dataset.shots, result.detector, result.wavelength, result.vectors,
+        result.crystals, result.lattice,
+    )  # fmt: skip
     geom = _nominal(result.detector)
     stream = Stream.from_tables(
         chunks, peaks, crystals, header=StreamHeader(indexing_methods=("crystalscope",)),

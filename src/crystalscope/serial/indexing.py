@@ -352,6 +352,11 @@ def index_serial(
         assigned = assign_peaks(vectors, crystals, max_distance=ic.assign_distance)
     ds = data.dataset
     ds.crystals = crystals
+    ds.meta["index"] = {
+        "input": str(data.path), "wavelength": float(data.wavelength),
+        "cell": list(cell.parameters), "lattice": lattice,
+        "space_group": sg.xhm() if sg is not None else "",
+    }  # fmt: skip
     return IndexingResult(
         ds, data.detector, data.wavelength, cell, lattice, sg, crystals, assigned, vectors, n_hits,
         n_tried, hist, refinement, ambiguity, time.perf_counter() - t0, notes,

@@ -414,6 +414,8 @@ def _meta(fit: EllipticityFit | None, setup: FrameSetup) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "nominal_centre_fs": setup.nominal_centre[0],
         "nominal_centre_ss": setup.nominal_centre[1],
+        "background_subtracted": bool(setup.subtract_background),
+        "gain_adu_per_count": float(setup.corrections.gain_adu_per_count),
     }
     if fit is not None:
         meta["ellipse_ratio"] = float(fit.ratio)
