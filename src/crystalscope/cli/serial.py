@@ -10,6 +10,10 @@ their hits appended to a ``.lst``.
 ``crystalscope serial index [CONFIG.yaml] --input preprocessed.h5 --cell X.cell`` refines
 the cell, indexes every hit and writes the per-crystal table, a CrystFEL stream and the
 input for ``indexamajig`` (docs/serial-index.md).
+
+``crystalscope serial integrate [CONFIG.yaml] --indexed DIR`` predicts and integrates
+every indexed crystal and writes the observations for ``crystalscope merge``
+(docs/serial-merge.md).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def _common(
 
 
 app = typer.Typer(
-    help="Serial electron diffraction: pre-processing and indexing.", no_args_is_help=True
+    help="Serial electron diffraction: pre-processing, indexing and integration.",
+    no_args_is_help=True,
 )
 
 
@@ -133,6 +138,48 @@ def index(
     console = Console()
     with open_client(cfg.compute) as client:
         result, paths = run_index(cfg, config_path=config, client=client)
+    console.print(result.summary(), soft_wrap=True, markup=False)
+    for name, path in paths.items():
+        console.print(f"- {name}: {path}")
+
+
+@app.command("integrate")
+def integrate(
+    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    set_: SetOpt = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="preprocessed.h5 (default: the file indexed)."),
+    ] = None,
+    indexed: Annotated[
+        Path | None, typer.Option(help="Output directory (or indexed.h5) of `serial index`.")
+    ] = None,
+    d_min: Annotated[float | None, typer.Option(help="Highest resolution, A.")] = None,
+    space_group: Annotated[
+        str | None, typer.Option(help="Space group (default: the one indexing used).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Predict and integrate every indexed crystal: observations for `crystalscope merge`."""
+    from crystalscope.parallel import open_client
+    from crystalscope.serial.integrate_config import IntegrateConfig
+    from crystalscope.serial.integrate_output import run_integrate
+
+    shortcuts = {
+        "input": str(input_) if input_ else None,
+        "indexed": str(indexed) if indexed else None,
+        "integration.d_min": d_min,
+        "space_group": space_group,
+        **_common(out, overwrite, scheduler, workers),
+    }
+    data = merge_settings(config, set_, shortcuts)
+    cfg = parse_config(data, IntegrateConfig, source=config or "command line")
+    console = Console()
+    with open_client(cfg.compute) as client:
+        result, paths = run_integrate(cfg, config_path=config, client=client)
     console.print(result.summary(), soft_wrap=True, markup=False)
     for name, path in paths.items():
         console.print(f"- {name}: {path}")
