@@ -18,6 +18,7 @@ from crystalscope.integrate.frame import integrate_frame
 from crystalscope.integrate.observations import (
     FLAG_EDGE,
     FLAG_MASKED,
+    FLAG_NEAR_BEAM,
     FLAG_OVERLAP,
     FLAG_SATURATED,
     FLAGS_EXCLUDED_BY_DEFAULT,
@@ -481,3 +482,21 @@ def test_real_lysozyme_intensities(shared_data: Path) -> None:
         assert abs(ratio - 1.0) < 0.03, lines[-1]
         assert abs(obs["z"].mean()) < 0.15 and 0.8 < obs["z"].std() < 1.3, lines[-1]
     print("\n".join(lines))
+
+
+def test_spots_in_the_zero_order_halo_are_flagged(single: tuple) -> None:
+    """FLAG_NEAR_BEAM marks exactly the spots within min_beam_distance_px of the true
+    beam centre, and 0 switches it off."""
+    sim, shots = single
+    for radius in (20.0, 60.0):
+        obs = integrate_all(sim, shots[:3], IntegrationParams(min_beam_distance_px=radius))
+        centres = np.array([centre_px(sim.detector, sim.beam, sim._shift(i)) for i in obs["frame"]])
+        distance = np.hypot(obs["fs"] - centres[:, 0], obs["ss"] - centres[:, 1])
+        near = (obs["flags"] & FLAG_NEAR_BEAM) != 0
+        # the truth centre is the shifted beam without distortion; the distortion moves
+        # spots by up to 2 % of their radius, so compare away from the boundary
+        clear = np.abs(distance - radius) > 0.03 * radius
+        assert near[clear].equals(distance[clear] < radius), radius
+        assert near.any() and not near.all()
+    off = integrate_all(sim, shots[:3], IntegrationParams(min_beam_distance_px=0.0))
+    assert not ((off["flags"] & FLAG_NEAR_BEAM) != 0).any()

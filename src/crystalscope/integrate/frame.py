@@ -26,13 +26,18 @@ import numpy as np
 import pandas as pd
 
 from crystalscope.errors import DataError
-from crystalscope.integrate.observations import empty_observations, make_observations
+from crystalscope.integrate.observations import (
+    FLAG_NEAR_BEAM,
+    empty_observations,
+    make_observations,
+)
 from crystalscope.integrate.partiality import partiality
 from crystalscope.integrate.predict import PREDICTION_COLUMNS, predict_arrays
 from crystalscope.integrate.summation import IntegrationParams, integrate_arrays
 from crystalscope.model.crystal import resolve_space_group
 from crystalscope.model.detector import Detector
 from crystalscope.model.distortion import EllipticalDistortion
+from crystalscope.model.projection import project_rays
 
 __all__ = ["CRYSTAL_COLUMNS", "crystal_ub", "integrate_frame"]
 
@@ -100,6 +105,22 @@ def _check_crystals(crystals: pd.DataFrame) -> None:
             raise DataError(f"crystals table {where} must hold integers", field=name)
 
 
+def _beam_distance(
+    pred: dict[str, np.ndarray],
+    detector: Detector,
+    shift: tuple[float, float],
+    distortion: EllipticalDistortion | None,
+) -> np.ndarray:
+    """Raw-array distance (px) of each predicted spot from the direct beam (inf where the
+    beam misses the panels).  Raw-array distances are physical on the single- and
+    coplanar multi-module cameras of electron diffraction."""
+    panel, fs, ss = project_rays(np.array([[0.0, 0.0, 1.0]]), detector, shift, distortion)
+    if panel[0] < 0:
+        return np.full(len(pred["h"]), np.inf)
+    beam_fs, beam_ss = detector.panel_to_raw(int(panel[0]), float(fs[0]), float(ss[0]))
+    return np.hypot(pred["fs"] - beam_fs, pred["ss"] - beam_ss)
+
+
 def _predict_all(
     crystals: pd.DataFrame,
     wavelength: float,
@@ -125,12 +146,14 @@ def _predict_all(
             prediction_factor=params.prediction_factor, space_group=space_group,
         )  # fmt: skip
         m = len(pred["h"])
+        pred["beam_distance"] = _beam_distance(pred, detector, shift, distortion)
         pred["frame"] = np.full(m, row["frame"], dtype=np.int64)
         pred["crystal"] = np.full(m, row["crystal"], dtype=np.int64)
         pred["crystal_id"] = np.full(m, ids[n], dtype=np.int64)
         pred["profile_radius"] = np.full(m, float(row["profile_radius"]))
         parts.append(pred)
     keys = [*PREDICTION_COLUMNS, "frame", "crystal", "crystal_id", "profile_radius"]
+    keys.append("beam_distance")
     return {c: np.concatenate([p[c] for p in parts]) for c in keys}
 
 
@@ -206,4 +229,6 @@ def integrate_frame(
     pmap = _panel_map(detector, data.shape)
     spots = integrate_arrays(data, pred["fs"], pred["ss"], params, mask=mask, panel_map=pmap)
     part = partiality(pred["excitation_error"], pred["profile_radius"], params.partiality)
+    near = pred.pop("beam_distance") < params.min_beam_distance_px
+    spots["flags"] = spots["flags"] | np.where(near, FLAG_NEAR_BEAM, 0).astype(spots["flags"].dtype)
     return make_observations({**pred, **spots, "partiality": part})

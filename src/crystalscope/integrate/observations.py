@@ -43,6 +43,9 @@ Flags
     The peak disk shares pixels with another predicted spot's peak disk.
 ``FLAG_FEW_BACKGROUND`` (16)
     Fewer background pixels than the minimum were usable.
+``FLAG_NEAR_BEAM`` (32)
+    The spot lies within ``min_beam_distance_px`` of the direct beam, in the zero-order
+    halo (steep, noisy background: systematically wrong intensities).
 
 :data:`FLAGS_EXCLUDED_BY_DEFAULT` is what merging leaves out unless told otherwise
 (everything but ``FLAG_OVERLAP``).
@@ -64,6 +67,7 @@ __all__ = [
     "FLAG_FEW_BACKGROUND",
     "FLAG_MASKED",
     "FLAG_NAMES",
+    "FLAG_NEAR_BEAM",
     "FLAG_OVERLAP",
     "FLAG_SATURATED",
     "OBSERVATION_COLUMNS",
@@ -105,7 +109,10 @@ FLAG_SATURATED = 2
 FLAG_EDGE = 4
 FLAG_OVERLAP = 8
 FLAG_FEW_BACKGROUND = 16
-FLAGS_EXCLUDED_BY_DEFAULT = FLAG_MASKED | FLAG_SATURATED | FLAG_EDGE | FLAG_FEW_BACKGROUND
+FLAG_NEAR_BEAM = 32
+FLAGS_EXCLUDED_BY_DEFAULT = (
+    FLAG_MASKED | FLAG_SATURATED | FLAG_EDGE | FLAG_FEW_BACKGROUND | FLAG_NEAR_BEAM
+)
 
 #: Flag bit -> short name (for reports and :func:`describe_flags`).
 FLAG_NAMES: dict[int, str] = {
@@ -114,6 +121,7 @@ FLAG_NAMES: dict[int, str] = {
     FLAG_EDGE: "edge",
     FLAG_OVERLAP: "overlap",
     FLAG_FEW_BACKGROUND: "few_background",
+    FLAG_NEAR_BEAM: "near_beam",
 }
 
 

@@ -111,6 +111,10 @@ class IntegrationParams:
         Model of the per-observation partiality estimate.
     prediction_factor : float
         Reflections with ``|s| <= prediction_factor * R`` are predicted.
+    min_beam_distance_px : float
+        Spots closer than this to the direct beam (the zero-order halo, where the
+        background is steep and its subtraction biased) set ``FLAG_NEAR_BEAM``
+        (default 20 px; 0 switches the flag off).
     """
 
     r_peak_px: float = 3.0
@@ -122,6 +126,7 @@ class IntegrationParams:
     min_background_px: int = 10
     partiality: str = "xsphere"
     prediction_factor: float = 1.0
+    min_beam_distance_px: float = 20.0
 
     def __post_init__(self) -> None:
         radii = (self.r_peak_px, self.r_bg_inner_px, self.r_bg_outer_px)
@@ -157,6 +162,13 @@ class IntegrationParams:
                 field="partiality",
             )
         _positive(self.prediction_factor, "prediction_factor")
+        if not (
+            isinstance(self.min_beam_distance_px, int | float) and self.min_beam_distance_px >= 0
+        ):
+            raise ConfigError(
+                f"min_beam_distance_px must be >= 0, got {self.min_beam_distance_px!r}",
+                field="min_beam_distance_px",
+            )
 
 
 def _positive(value: Any, field: str) -> None:

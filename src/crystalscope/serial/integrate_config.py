@@ -52,6 +52,9 @@ class IntegrationSection(StrictModel):
     gain_adu_per_count: float = Field(1.0, gt=0, description="detector gain, ADU per count")
     saturation_adu: float | None = Field(None, gt=0, description="values at/above are flagged")
     min_background_px: int = Field(10, ge=3, description="fewer ring pixels: spot flagged")
+    min_beam_distance_px: float = Field(
+        20.0, ge=0, description="spots nearer the direct beam are flagged (zero-order halo)"
+    )
 
     @model_validator(mode="after")
     def _radii(self) -> IntegrationSection:

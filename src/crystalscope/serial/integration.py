@@ -175,6 +175,7 @@ def integration_params(
         gain_adu_per_count=section.gain_adu_per_count, saturation_adu=section.saturation_adu,
         min_background_px=section.min_background_px, partiality=section.partiality,
         prediction_factor=section.prediction_factor,
+        min_beam_distance_px=section.min_beam_distance_px,
     )  # fmt: skip
 
 
