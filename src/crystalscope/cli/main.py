@@ -18,6 +18,7 @@ from crystalscope.cli import cell as cell_cmd
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import demo as demo_cmd
 from crystalscope.cli import info as info_cmd
+from crystalscope.cli import merge as merge_cmd
 from crystalscope.cli import serial as serial_cmd
 from crystalscope.cli import simulate as simulate_cmd
 from crystalscope.errors import CrystalscopeError
@@ -59,6 +60,8 @@ def _root(
 app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
 app.command("demo")(demo_cmd.demo)
+app.command("merge")(merge_cmd.merge)
+app.command("stats")(merge_cmd.stats)
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(serial_cmd.app, name="serial")
 app.add_typer(cell_cmd.app, name="cell")
