@@ -39,10 +39,17 @@ def merge(
     ] = None,
     d_min: Annotated[float | None, typer.Option(help="Highest resolution merged, A.")] = None,
     shells: Annotated[int | None, typer.Option(help="Resolution shells.")] = None,
+    series: Annotated[
+        Path | None,
+        typer.Option(help="Dose series: the dose/ folder of `serial integrate` (series.csv)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
 ) -> None:
-    """Scale, merge and validate integrated observations; write MTZ, SHELX and .hkl files."""
+    """Scale, merge and validate integrated observations; write MTZ, SHELX and .hkl files.
+
+    With --series, merge every exposure of a dose series and recommend the best one.
+    """
     from crystalscope.merge.config import MergeConfig
     from crystalscope.merge.run import run_merge
 
@@ -58,6 +65,14 @@ def merge(
     data = merge_settings(config, set_, shortcuts)
     cfg = parse_config(data, MergeConfig, source=config or "command line")
     console = Console()
+    if series is not None:
+        from crystalscope.merge.series import merge_series
+
+        result = merge_series(series, cfg, progress=lambda line: console.print(line, markup=False))
+        console.print(result.summary(), soft_wrap=True, markup=False)
+        for name in ("dose_series", "dose_series_plot"):
+            console.print(f"- {name}: {result.paths[name]}")
+        return
     run = run_merge(
         cfg, config_path=config, progress=lambda line: console.print(line, markup=False)
     )

@@ -11,6 +11,10 @@ Example::
       background: auto                    # mean on background-subtracted frames, else plane
       d_min: 2.0                          # A; default: just beyond the peaks
       partiality: xsphere
+    dose:                                 # dose-fractionation movies (optional)
+      enabled: true
+      input: sim/frames.h5                # the raw movie frames
+      exposures: [1, 2, 4, 8]             # fractions summed per exposure
     output:
       directory: integrated
 """
@@ -24,7 +28,7 @@ from pydantic import Field, model_validator
 
 from crystalscope.config import BeamConfig, ComputeConfig, StrictModel
 
-__all__ = ["IntegrateConfig", "IntegrateOutput", "IntegrationSection"]
+__all__ = ["DoseSeriesSection", "IntegrateConfig", "IntegrateOutput", "IntegrationSection"]
 
 
 class IntegrationSection(StrictModel):
@@ -65,6 +69,33 @@ class IntegrationSection(StrictModel):
         return self
 
 
+class DoseSeriesSection(StrictModel):
+    """Dose fractionation (seed 004, 3.3.3): the indexing solutions, found on one
+    aggregation of each crystal's movie, integrated on sums of different lengths."""
+
+    enabled: bool = False
+    input: Path | None = Field(None, description="the raw movie frames (Dataset file)")
+    exposures: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8], description="fractions summed, from `first`"
+    )
+    first: int = Field(0, ge=0, description="first fraction summed")
+    by: list[str] = Field(
+        default_factory=lambda: ["file", "shot"], description="shots columns naming a crystal"
+    )
+    fraction_column: str = Field("fraction", description="index of a frame within its movie")
+    dose_per_fraction: float | None = Field(
+        None, gt=0, description="e/A^2 per fraction; default: from a dose_e_per_a2 column"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DoseSeriesSection:
+        if self.enabled and self.input is None:
+            raise ValueError("dose.input (the raw movie frames) is needed when enabled")
+        if not self.exposures or min(self.exposures) < 1:
+            raise ValueError("dose.exposures must be positive numbers of fractions")
+        return self
+
+
 class IntegrateOutput(StrictModel):
     """Where the results go."""
 
@@ -82,5 +113,6 @@ class IntegrateConfig(StrictModel):
     beam: BeamConfig | None = Field(None, description="default: the geometry's wavelength")
     space_group: str | None = Field(None, description="default: the one indexing used")
     integration: IntegrationSection = Field(default_factory=IntegrationSection)
+    dose: DoseSeriesSection = Field(default_factory=DoseSeriesSection)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     output: IntegrateOutput = Field(default_factory=IntegrateOutput)

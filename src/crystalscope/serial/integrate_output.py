@@ -6,7 +6,10 @@
   their reflection lists), for ``partialator`` and other CrystFEL tools;
 * ``integration.png``: observations per crystal, mean I/sigma against resolution and
   the partiality estimates;
-* ``config.resolved.yaml``: the exact parameters.
+* ``config.resolved.yaml``: the exact parameters;
+* with ``dose.enabled``: ``dose/exposure_NN/observations.h5`` for every exposure of NN
+  fractions and ``dose/series.csv`` (fractions, dose, observations, file), the input of
+  ``crystalscope merge --series``.
 
 Every file is written atomically; existing files are only replaced with ``overwrite``.
 """
@@ -29,6 +32,7 @@ from crystalscope.io.crystfel_geom import format_geom
 from crystalscope.io.crystfel_stream import Stream, StreamHeader
 from crystalscope.io.crystfel_stream_write import write_stream
 from crystalscope.io.observations import ObservationFile, write_observations
+from crystalscope.serial.dose_series import DoseExposure, integrate_dose_series
 from crystalscope.serial.index_output import stream_tables
 from crystalscope.serial.indexing import cell_file, hit_vectors
 from crystalscope.serial.integrate_config import IntegrateConfig
@@ -39,7 +43,13 @@ from crystalscope.serial.integration import (
     open_integration_input,
 )
 
-__all__ = ["integrate_output_paths", "plot_integration", "run_integrate", "write_integrated"]
+__all__ = [
+    "integrate_output_paths",
+    "plot_integration",
+    "run_integrate",
+    "write_dose_series",
+    "write_integrated",
+]
 
 
 def integrate_output_paths(directory: str | os.PathLike[str]) -> dict[str, Path]:
@@ -145,6 +155,40 @@ def write_integrated(
     return paths
 
 
+def write_dose_series(
+    exposures: list[DoseExposure],
+    data: IntegrationInput,
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write each exposure's observations and the ``series.csv`` index; return its path."""
+    root = Path(directory) / "dose"
+    index = root / "series.csv"
+    if index.exists() and not overwrite:
+        raise CrystalscopeError("output exists; pass --overwrite", path=index)
+    rows = []
+    for exp in exposures:
+        folder = root / f"exposure_{exp.n_fractions:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        res = exp.result
+        meta = {"frames": "dose series", "n_fractions": exp.n_fractions,
+                "dose_e_per_a2": exp.dose_e_per_a2, "indexed": str(data.indexed_path)}  # fmt: skip
+        target = write_observations(
+            ObservationFile(res.observations, res.cell, res.space_group, res.wavelength, meta),
+            folder / "observations.h5", overwrite=overwrite,
+        )  # fmt: skip
+        rows.append((exp.n_fractions, exp.dose_e_per_a2, len(res.observations), target.name))
+    table = pd.DataFrame(rows, columns=["n_fractions", "dose_e_per_a2", "observations", "file"])
+    table["file"] = [
+        f"exposure_{n:02d}/{name}"
+        for n, name in zip(table["n_fractions"], table["file"], strict=True)
+    ]
+    with atomic_path(index, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    return index
+
+
 def run_integrate(
     cfg: IntegrateConfig,
     *,
@@ -160,5 +204,15 @@ def run_integrate(
     paths = write_integrated(
         result, data, out.directory, overwrite=out.overwrite, stream=out.stream
     )
+    if cfg.dose.enabled:
+        exposures = integrate_dose_series(data, result, cfg, base=base, client=client)
+        paths["dose_series"] = write_dose_series(
+            exposures, data, out.directory, overwrite=out.overwrite
+        )
+        for exp in exposures:
+            result.notes.append(
+                f"{exp.n_fractions} fraction(s) ({exp.dose_e_per_a2:.3g} e/A^2): "
+                f"{len(exp.result.observations)} observations"
+            )
     paths["config"] = write_resolved_config(cfg, out.directory)
     return result, paths

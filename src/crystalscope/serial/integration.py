@@ -27,6 +27,7 @@ import gemmi
 import numpy as np
 import pandas as pd
 
+from crystalscope.config import ComputeConfig
 from crystalscope.dataset import Dataset
 from crystalscope.errors import ConfigError, CrystalscopeError, DataError
 from crystalscope.integrate.frame import integrate_frame
@@ -46,7 +47,9 @@ from crystalscope.serial.integrate_config import IntegrateConfig, IntegrationSec
 __all__ = [
     "FRAMES_PER_TASK",
     "IntegrationInput",
+    "IntegrationJob",
     "IntegrationResult",
+    "integrate_frames",
     "integrate_serial",
     "integration_params",
     "open_integration_input",
@@ -194,8 +197,12 @@ def peak_resolution(data: IndexingInput, frames: np.ndarray, *, push: float = 0.
 
 
 @dataclass(frozen=True)
-class _Job:
-    """Everything one task needs besides its frames (one object in the graph)."""
+class IntegrationJob:
+    """Everything one integration task needs besides its frames (one graph object).
+
+    ``static_mask`` (raw-frame shaped, True = bad) is combined with each frame's own
+    mask stack, when the data set has one.
+    """
 
     detector: Detector
     wavelength: float
@@ -203,37 +210,56 @@ class _Job:
     d_min: float
     d_max: float
     space_group: str
+    static_mask: np.ndarray | None = None
 
 
 def _integrate_block(
-    frames: np.ndarray, masks: np.ndarray, groups: list[pd.DataFrame], job: _Job
+    frames: np.ndarray, masks: np.ndarray | None, groups: list[pd.DataFrame], job: IntegrationJob
 ) -> pd.DataFrame:
     tables = []
-    for frame, mask, crystals in zip(frames, masks, groups, strict=True):
+    for n, (frame, crystals) in enumerate(zip(frames, groups, strict=True)):
+        mask = job.static_mask
+        if masks is not None:
+            own = masks[n].astype(bool)
+            mask = own if mask is None else own | mask
         table = integrate_frame(
             frame, crystals, job.wavelength, job.detector, job.params, d_min=job.d_min,
-            d_max=job.d_max, mask=mask.astype(bool),
-            space_group=job.space_group,
+            d_max=job.d_max, mask=mask, space_group=job.space_group,
         )  # fmt: skip
         tables.append(table)
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else empty_observations()
 
 
-def _tasks(ds: Dataset, crystals: pd.DataFrame, job: _Job, client: Any) -> list[Any]:
+def integrate_frames(
+    ds: Dataset,
+    crystals: pd.DataFrame,
+    job: IntegrationJob,
+    *,
+    compute_config: ComputeConfig | None = None,
+    client: Any = None,
+    description: str = "integration",
+) -> pd.DataFrame:
+    """Observations of the ``crystals`` (rows keyed by ``frame``, with ``crystal_id``) on
+    the frames of ``ds`` that have one, through dask, :data:`FRAMES_PER_TASK` per task."""
+    ds = ds.select(np.isin(ds.shots["frame"].to_numpy(), crystals["frame"].to_numpy()))
     frame_ids = ds.shots["frame"].to_numpy()
     by_frame = dict(tuple(crystals.groupby("frame", sort=False)))
-    data = ds.data
     masks = ds["mask"] if "mask" in ds else None
     shared: Any = client.scatter(job, broadcast=True) if client is not None else dask.delayed(job)
     tasks = []
     for start in range(0, len(frame_ids), FRAMES_PER_TASK):
         stop = min(start + FRAMES_PER_TASK, len(frame_ids))
         groups = [by_frame[f] for f in frame_ids[start:stop]]
-        block = data[start:stop]
-        mask = masks[start:stop] if masks is not None else np.zeros(block.shape, np.uint8)
-        tasks.append(dask.delayed(_integrate_block, pure=True)(block, mask, groups, shared))
-    return tasks
+        block_masks = masks[start:stop] if masks is not None else None
+        tasks.append(
+            dask.delayed(_integrate_block, pure=True)(
+                ds.data[start:stop], block_masks, groups, shared
+            )
+        )
+    done = compute(*tasks, config=compute_config, client=client, description=description)
+    parts = [p for p in done if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_observations()
 
 
 def integrate_serial(
@@ -267,11 +293,8 @@ def integrate_serial(
         d_min = peak_resolution(data.frames, crystals["frame"].to_numpy(), push=sec.push_res)
     d_max = sec.d_max if sec.d_max is not None else math.inf
     params = integration_params(sec, background_subtracted=data.background_subtracted)
-    job = _Job(detector, wavelength, params, d_min, d_max, data.space_group.xhm())
-    tasks = _tasks(ds.select(keep), crystals[~missing], job, client)
-    done = compute(*tasks, config=cfg.compute, client=client, description="integration")
-    parts = [p for p in done if len(p)]
-    obs = pd.concat(parts, ignore_index=True) if parts else empty_observations()
+    job = IntegrationJob(detector, wavelength, params, d_min, d_max, data.space_group.xhm())
+    obs = integrate_frames(ds, crystals[~missing], job, compute_config=cfg.compute, client=client)
     return IntegrationResult(
         obs, crystals, data.cell, data.space_group, wavelength, params, d_min, d_max,
         time.perf_counter() - t0, notes,

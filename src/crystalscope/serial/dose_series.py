@@ -1,0 +1,160 @@
+"""Dose fractionation: one indexing solution, integrated on exposures of several lengths.
+
+Seed 004, section 3.3.3: when each crystal was recorded as a movie of dose fractions, the
+orientation does not change between fractions, so the crystals indexed on one aggregation
+(the ``preprocessed.h5`` that ``serial index`` read) are valid for every sum of the
+same movie.  For each exposure ``n`` of ``dose.exposures``, the raw fractions
+``first .. first + n - 1`` of every crystal are summed
+(:meth:`crystalscope.dataset.Dataset.aggregate`, grouped by ``dose.by``), the crystals are
+carried over through those key columns, and every crystal is integrated on the sum with a
+plane background (the sums are not background-subtracted) and the geometry's bad-pixel
+mask.  Each exposure gives its own observation table, merged and compared by
+``crystalscope merge --series`` (:mod:`crystalscope.merge.series`), which recommends the
+exposure to use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crystalscope.dataset import Dataset
+from crystalscope.errors import ConfigError, CrystalscopeError, DataError
+from crystalscope.serial.integrate_config import DoseSeriesSection, IntegrateConfig
+from crystalscope.serial.integration import (
+    IntegrationInput,
+    IntegrationJob,
+    IntegrationResult,
+    integrate_frames,
+)
+
+__all__ = ["DoseExposure", "carry_crystals", "integrate_dose_series"]
+
+
+@dataclass
+class DoseExposure:
+    """Integration of one exposure length."""
+
+    n_fractions: int
+    dose_e_per_a2: float
+    result: IntegrationResult
+
+
+def _raw_movie(section: DoseSeriesSection, base: Path | None) -> Dataset:
+    assert section.input is not None
+    path = section.input if section.input.is_absolute() or base is None else base / section.input
+    if not path.is_file():
+        raise CrystalscopeError("dose-series input not found", path=path, field="dose.input")
+    raw = Dataset.open(path)
+    needed = [*section.by, section.fraction_column]
+    missing = [c for c in needed if c not in raw.shots.columns]
+    if missing:
+        raise ConfigError(
+            f"the movie frames lack shots column(s) {', '.join(missing)}", path=path,
+            field="dose.by",
+        )  # fmt: skip
+    return raw
+
+
+def carry_crystals(
+    crystals: pd.DataFrame, indexed_shots: pd.DataFrame, new_shots: pd.DataFrame, by: list[str]
+) -> pd.DataFrame:
+    """The crystals of ``indexed_shots``' frames moved to the frames of ``new_shots`` with
+    the same values of the ``by`` columns (crystals without a match are dropped)."""
+    missing = [c for c in by if c not in indexed_shots.columns]
+    if missing:
+        raise ConfigError(
+            f"the indexed data lack shots column(s) {', '.join(missing)} to match movies",
+            field="dose.by",
+        )  # fmt: skip
+    old = indexed_shots[["frame", *by]].rename(columns={"frame": "old_frame"})
+    new = new_shots[["frame", *by]].rename(columns={"frame": "new_frame"})
+    key = old.merge(new, on=by, how="inner")[["old_frame", "new_frame"]]
+    moved = crystals.merge(key, left_on="frame", right_on="old_frame", how="inner")
+    moved["frame"] = moved["new_frame"].astype(np.int64)
+    return moved.drop(columns=["old_frame", "new_frame"]).reset_index(drop=True)
+
+
+def _exposure_dose(raw: Dataset, section: DoseSeriesSection, n: int) -> float:
+    """Accumulated dose (e/A^2) at the end of an exposure of ``n`` fractions.
+
+    ``n * dose.per_fraction`` when configured; else from a ``dose_e_per_a2`` shots column
+    holding, as the simulator writes it, the accumulated dose at the middle of each
+    fraction (the last used fraction's value plus half a fraction); NaN without either.
+    """
+    if section.dose_per_fraction is not None:
+        return (section.first + n) * section.dose_per_fraction
+    if "dose_e_per_a2" not in raw.shots.columns:
+        return float("nan")
+    shots = raw.shots
+    frac = shots[section.fraction_column]
+    per_fraction = shots.groupby(frac)["dose_e_per_a2"].median().sort_index()
+    if len(per_fraction) == 0:
+        return float("nan")
+    step = (
+        float(np.median(np.diff(per_fraction.to_numpy())))
+        if len(per_fraction) > 1
+        else float(2 * per_fraction.iloc[0])
+    )
+    last = per_fraction[per_fraction.index < section.first + n]
+    return float(last.iloc[-1] + 0.5 * step) if len(last) else float("nan")
+
+
+def integrate_dose_series(
+    data: IntegrationInput,
+    reference: IntegrationResult,
+    cfg: IntegrateConfig,
+    *,
+    base: Path | None = None,
+    client: Any = None,
+) -> list[DoseExposure]:
+    """Integrate every crystal of ``data`` on each exposure of ``cfg.dose`` (module doc).
+
+    ``reference`` is the integration of the indexed frames: its resolution range,
+    parameters and crystal numbers are reused so that the exposures differ only in dose.
+
+    Raises
+    ------
+    DataError
+        If no crystal of the indexed data is found in the movie frames.
+    """
+    section = cfg.dose
+    raw = _raw_movie(section, base)
+    detector = data.frames.detector
+    params = dataclasses.replace(reference.params, background="plane")
+    job = IntegrationJob(
+        detector, reference.wavelength, params, reference.d_min, reference.d_max,
+        data.space_group.xhm(), detector.bad_pixel_mask(detector.raw_shape),
+    )  # fmt: skip
+    out = []
+    for n in sorted(set(section.exposures)):
+        t0 = time.perf_counter()
+        query = (
+            f"`{section.fraction_column}` >= {section.first} and "
+            f"`{section.fraction_column}` < {section.first + n}"
+        )
+        summed = raw.aggregate(section.by, "sum", query=query, stacks=["data"], dtype=np.float32)
+        crystals = carry_crystals(
+            reference.crystals, data.frames.dataset.shots, summed.shots, section.by
+        )
+        if crystals.empty:
+            raise DataError(
+                "no indexed crystal was found in the movie frames (matched by "
+                f"{', '.join(section.by)})", path=section.input, field="dose.by",
+            )  # fmt: skip
+        obs = integrate_frames(
+            summed, crystals, job, compute_config=cfg.compute, client=client,
+            description=f"integration, {n} fraction(s)",
+        )  # fmt: skip
+        result = dataclasses.replace(
+            reference, observations=obs, crystals=crystals, params=params,
+            seconds=time.perf_counter() - t0, notes=[],
+        )  # fmt: skip
+        out.append(DoseExposure(n, _exposure_dose(raw, section, n), result))
+    return out
