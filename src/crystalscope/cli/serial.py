@@ -18,8 +18,9 @@ every indexed crystal and writes the observations for ``crystalscope merge``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -47,6 +48,27 @@ def _common(
         "compute.scheduler": "distributed" if scheduler else None,
         "compute.n_workers": workers,
     }
+
+
+def _run_and_report(
+    config: Path | None,
+    set_: list[str] | None,
+    shortcuts: dict[str, object],
+    model: type[Any],
+    runner: Callable[..., tuple[Any, dict[str, Path]]],
+) -> None:
+    """Resolve the configuration, run ``runner`` on a dask client, print its summary and
+    the files it wrote."""
+    from crystalscope.parallel import open_client
+
+    data = merge_settings(config, set_, shortcuts)
+    cfg = parse_config(data, model, source=config or "command line")
+    console = Console()
+    with open_client(cfg.compute) as client:
+        result, paths = runner(cfg, config_path=config, client=client)
+    console.print(result.summary(), soft_wrap=True, markup=False)
+    for name, path in paths.items():
+        console.print(f"- {name}: {path}")
 
 
 app = typer.Typer(
@@ -122,7 +144,6 @@ def index(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Index pre-processed serial data: cell refinement, orientations, ambiguity."""
-    from crystalscope.parallel import open_client
     from crystalscope.serial.index_config import IndexConfig
     from crystalscope.serial.index_output import run_index
 
@@ -133,14 +154,7 @@ def index(
         "geometry": str(geometry) if geometry else None,
         **_common(out, overwrite, scheduler, workers),
     }
-    data = merge_settings(config, set_, shortcuts)
-    cfg = parse_config(data, IndexConfig, source=config or "command line")
-    console = Console()
-    with open_client(cfg.compute) as client:
-        result, paths = run_index(cfg, config_path=config, client=client)
-    console.print(result.summary(), soft_wrap=True, markup=False)
-    for name, path in paths.items():
-        console.print(f"- {name}: {path}")
+    _run_and_report(config, set_, shortcuts, IndexConfig, run_index)
 
 
 @app.command("integrate")
@@ -164,7 +178,6 @@ def integrate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict and integrate every indexed crystal: observations for `crystalscope merge`."""
-    from crystalscope.parallel import open_client
     from crystalscope.serial.integrate_config import IntegrateConfig
     from crystalscope.serial.integrate_output import run_integrate
 
@@ -175,11 +188,4 @@ def integrate(
         "space_group": space_group,
         **_common(out, overwrite, scheduler, workers),
     }
-    data = merge_settings(config, set_, shortcuts)
-    cfg = parse_config(data, IntegrateConfig, source=config or "command line")
-    console = Console()
-    with open_client(cfg.compute) as client:
-        result, paths = run_integrate(cfg, config_path=config, client=client)
-    console.print(result.summary(), soft_wrap=True, markup=False)
-    for name, path in paths.items():
-        console.print(f"- {name}: {path}")
+    _run_and_report(config, set_, shortcuts, IntegrateConfig, run_integrate)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from crystalscope.errors import CrystalscopeError
 
-__all__ = ["atomic_path", "atomic_write", "check_writable"]
+__all__ = ["atomic_path", "atomic_write", "check_outputs_free", "check_writable"]
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -28,6 +28,17 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     if not target.parent.exists():
         raise CrystalscopeError("output directory does not exist", path=target.parent)
     return target
+
+
+def check_outputs_free(paths: Iterable[str | os.PathLike[str]], *, overwrite: bool) -> None:
+    """Raise before a run starts if any of its output files exists and ``overwrite`` is
+    false (so that a long run never ends in a refusal to write, nor replaces results)."""
+    taken = [Path(p) for p in paths if Path(p).exists()]
+    if taken and not overwrite:
+        raise CrystalscopeError(
+            "output exists; choose another output.directory or pass --overwrite",
+            path=taken[0],
+        )
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from crystalscope.config import write_resolved_config
-from crystalscope.errors import ConfigError, CrystalscopeError, DataError
-from crystalscope.io.atomic import atomic_path
+from crystalscope.errors import ConfigError, DataError
+from crystalscope.io.atomic import atomic_path, check_outputs_free
 from crystalscope.io.crystfel_cell import read_cell
 from crystalscope.io.crystfel_stream import read_stream
 from crystalscope.io.observations import ObservationFile, read_observations
@@ -145,14 +145,6 @@ def plot_scales(crystals: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def _check_free(directory: Path, overwrite: bool) -> None:
-    taken = [p for p in merge_output_paths(directory).values() if p.exists()]
-    if taken and not overwrite:
-        raise CrystalscopeError(
-            "output exists; choose another output.directory or pass --overwrite", path=taken[0]
-        )
-
-
 def run_merge(
     cfg: MergeConfig,
     *,
@@ -168,7 +160,7 @@ def run_merge(
         cfg.cell if cfg.cell is None or cfg.cell.is_absolute() or base is None else base / cfg.cell
     )
     out = cfg.output.directory
-    _check_free(out, cfg.output.overwrite)
+    check_outputs_free(merge_output_paths(out).values(), overwrite=cfg.output.overwrite)
     data = load_observations(source, space_group=cfg.space_group, cell=cell)
     result = merge_observations(
         data.table, data.cell, data.space_group, merge_params(cfg.merging),

@@ -37,10 +37,9 @@ from matplotlib.figure import Figure
 
 from crystalscope.config import write_resolved_config
 from crystalscope.dataset.stacks import peak_arrays
-from crystalscope.errors import CrystalscopeError
 from crystalscope.index.peaks import Q_COLUMNS
 from crystalscope.index.powder import plot_radial_histograms
-from crystalscope.io.atomic import atomic_path
+from crystalscope.io.atomic import atomic_path, check_outputs_free
 from crystalscope.io.crystfel_cell import write_cell
 from crystalscope.io.crystfel_geom import format_geom, write_geom
 from crystalscope.io.crystfel_stream import Stream, StreamHeader
@@ -75,15 +74,6 @@ def index_output_paths(directory: str | os.PathLike[str]) -> dict[str, Path]:
         "plot": "indexing.png", "cell_plot": "cell.png",
     }  # fmt: skip
     return {k: d / v for k, v in names.items()}
-
-
-def _check_free(paths: dict[str, Path], overwrite: bool) -> None:
-    taken = [p for p in paths.values() if p.exists()]
-    if taken and not overwrite:
-        raise CrystalscopeError(
-            "output exists (set output.overwrite or choose another output.directory)",
-            path=taken[0],
-        )
 
 
 def stream_tables(
@@ -230,7 +220,7 @@ def write_indexed(
 ) -> dict[str, Path]:
     """Write the results of :func:`~crystalscope.serial.indexing.index_serial` (module doc)."""
     paths = index_output_paths(directory)
-    _check_free(paths, overwrite)
+    check_outputs_free(paths.values(), overwrite=overwrite)
     Path(directory).mkdir(parents=True, exist_ok=True)
     ds = result.dataset
     ds.write(paths["dataset"], overwrite=overwrite, frames=False)
@@ -263,7 +253,7 @@ def run_index(
 ) -> tuple[IndexingResult, dict[str, Path]]:
     """Open the input, index it and write the outputs (the CLI command's job)."""
     out = cfg.output
-    _check_free(index_output_paths(out.directory), out.overwrite)
+    check_outputs_free(index_output_paths(out.directory).values(), overwrite=out.overwrite)
     base = Path(config_path).parent if config_path else None
     data = open_indexing_input(cfg.input, geometry=cfg.geometry, beam=cfg.beam, base=base)
     result = index_serial(data, cfg, base=base, client=client)

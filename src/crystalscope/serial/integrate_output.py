@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from crystalscope.config import write_resolved_config
 from crystalscope.errors import CrystalscopeError
 from crystalscope.integrate.observations import FLAGS_EXCLUDED_BY_DEFAULT
-from crystalscope.io.atomic import atomic_path
+from crystalscope.io.atomic import atomic_path, check_outputs_free
 from crystalscope.io.crystfel_geom import format_geom
 from crystalscope.io.crystfel_stream import Stream, StreamHeader
 from crystalscope.io.crystfel_stream_write import write_stream
@@ -60,15 +60,6 @@ def integrate_output_paths(directory: str | os.PathLike[str]) -> dict[str, Path]
         "plot": "integration.png",
     }  # fmt: skip
     return {k: d / v for k, v in names.items()}
-
-
-def _check_free(paths: dict[str, Path], overwrite: bool) -> None:
-    taken = [p for p in paths.values() if p.exists()]
-    if taken and not overwrite:
-        raise CrystalscopeError(
-            "output exists; choose another output.directory or pass --overwrite",
-            path=taken[0],
-        )
 
 
 def write_integrated_stream(
@@ -137,7 +128,7 @@ def write_integrated(
     paths = integrate_output_paths(directory)
     if not stream:
         paths.pop("stream")
-    _check_free(paths, overwrite)
+    check_outputs_free(paths.values(), overwrite=overwrite)
     Path(directory).mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "frames": str(data.frames.path), "indexed": str(data.indexed_path),
@@ -197,7 +188,7 @@ def run_integrate(
 ) -> tuple[IntegrationResult, dict[str, Path]]:
     """Open the inputs, integrate and write the outputs (the CLI command's job)."""
     out = cfg.output
-    _check_free(integrate_output_paths(out.directory), out.overwrite)
+    check_outputs_free(integrate_output_paths(out.directory).values(), overwrite=out.overwrite)
     base = Path(config_path).parent if config_path else None
     data = open_integration_input(cfg, base=base)
     result = integrate_serial(data, cfg, client=client)

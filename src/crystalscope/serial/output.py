@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from crystalscope.config import write_resolved_config
 from crystalscope.dataset import Dataset
 from crystalscope.errors import CrystalscopeError
-from crystalscope.io.atomic import atomic_path
+from crystalscope.io.atomic import atomic_path, check_outputs_free
 from crystalscope.io.crystfel_geom import write_geom
 from crystalscope.parallel import byte_progress
 from crystalscope.serial.config import PreprocessConfig
@@ -45,17 +45,6 @@ from crystalscope.serial.preprocess import (
 )
 
 __all__ = ["plot_overview", "run_preprocess", "write_preprocessed"]
-
-
-def _check_free(paths: dict[str, Path], overwrite: bool) -> None:
-    if overwrite:
-        return
-    taken = [p for p in paths.values() if p.exists()]
-    if taken:
-        raise CrystalscopeError(
-            "output exists (set output.overwrite or choose another output.directory)",
-            path=taken[0],
-        )
 
 
 def plot_overview(result: PreprocessResult, path: str | os.PathLike[str]) -> Path:
@@ -96,7 +85,7 @@ def write_preprocessed(
 ) -> dict[str, Path]:
     """Write the results of :func:`preprocess` into ``directory`` (see the module doc)."""
     paths = output_paths(directory)
-    _check_free(paths, overwrite)
+    check_outputs_free(paths.values(), overwrite=overwrite)
     Path(directory).mkdir(parents=True, exist_ok=True)
     ds = result.dataset if frames else _peaks_only(result.raw)
     with byte_progress("writing frames", enabled=progress) as callback:
@@ -137,7 +126,7 @@ def run_preprocess(
 ) -> tuple[PreprocessResult, dict[str, Path]]:
     """Open the input, pre-process it and write the outputs (the CLI command's job)."""
     out = cfg.output
-    _check_free(output_paths(out.directory), out.overwrite)
+    check_outputs_free(output_paths(out.directory).values(), overwrite=out.overwrite)
     raw = open_input(cfg.input, config_path=config_path)
     result = preprocess(raw, cfg, client=client, config_path=config_path)
     paths = write_preprocessed(
