@@ -3,7 +3,8 @@
 * ``observations.h5``: every integrated observation (:mod:`crystalscope.io.observations`),
   with the cell, space group and wavelength: the input of ``crystalscope merge``;
 * ``integrated.stream``: the same as a CrystFEL stream (chunks, peaks, crystals and
-  their reflection lists), for ``partialator`` and other CrystFEL tools;
+  their reflection lists, without the observations merging leaves out by default:
+  masked, saturated, edge, near-beam), for ``partialator`` and other CrystFEL tools;
 * ``integration.png``: observations per crystal, mean I/sigma against resolution and
   the partiality estimates;
 * ``config.resolved.yaml``: the exact parameters;
@@ -74,6 +75,7 @@ def write_integrated_stream(
         lattice,
     )  # fmt: skip
     obs = result.observations
+    obs = obs[(obs["flags"].to_numpy() & FLAGS_EXCLUDED_BY_DEFAULT) == 0]  # CrystFEL has no flags
     det = frames.detector
     local = det.raw_to_panel(obs["fs"].to_numpy(), obs["ss"].to_numpy(), obs["panel"].to_numpy())
     names = np.array(det.panel_names, dtype=object)
