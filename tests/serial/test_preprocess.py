@@ -188,3 +188,29 @@ def test_peaks_only_output_points_at_raw_frames(simulated, tmp_path) -> None:
         written.peaks().reset_index(drop=True), res.dataset.peaks().reset_index(drop=True),
         check_dtype=False,
     )  # fmt: skip
+
+
+def test_friedel_refinement_never_jumps_to_a_half_lattice_point(shared_data, tmp_path) -> None:
+    """Real lysozyme intensities (a few very strong low-order spots): pairs h, g - h
+    cluster at half-lattice points about 3 px from the centre; the refinement must stay
+    at the true centre (it used to jump there on half of the Friedel-refined frames)."""
+    mtz = shared_data / "reciprocalspaceship" / "HEWL_SSAD_24IDC.mtz"
+    sim = SerialConfig.model_validate(
+        {
+            "n_crystals": 40, "seed": 11,
+            "source": {"structure": None, "mtz": str(mtz), "d_min": 2.2},
+            "beam_effects": {"centre_jitter_px": 0.5},
+        }
+    )  # fmt: skip
+    simulate_serial(sim, tmp_path / "sim")
+    cfg = PreprocessConfig.model_validate(
+        {"input": {"files": [str(tmp_path / "sim" / "frames.h5")]},
+         "compute": {"progress": False}, "output": {"directory": str(tmp_path / "out")}}
+    )  # fmt: skip
+    shots = preprocess(open_input(cfg.input), cfg).dataset.shots
+    err = np.hypot(shots["centre_fs"] - shots["true_centre_fs"],
+                   shots["centre_ss"] - shots["true_centre_ss"])  # fmt: skip
+    friedel = shots["centre_method"] == "friedel"
+    assert friedel.sum() >= 5, shots["centre_method"].value_counts().to_dict()
+    assert err.max() < 0.5, f"worst centre error {err.max():.2f} px"
+    assert np.sqrt(np.mean(err[friedel] ** 2)) < 0.1, err[friedel].round(3).tolist()

@@ -662,7 +662,7 @@ def refine_centre_friedel(
     *,
     sigma_px: float = 2.0,
     min_pairs: int = 4,
-    max_shift_px: float = 5.0,
+    max_shift_px: float = 1.0,
     weights: ArrayLike | None = None,
     min_radius_px: float | None = None,
     max_peaks: int = 1000,

@@ -99,7 +99,9 @@ class CentreConfig(StrictModel):
     friedel: bool = Field(True, description="refine from Friedel-mate pairs of found peaks")
     friedel_sigma_px: float = Field(2.0, gt=0, description="pair matching width")
     min_pairs: int = Field(4, ge=1, description="pairs needed to accept a Friedel refinement")
-    max_shift_px: float = Field(5.0, gt=0, description="largest refinement step accepted")
+    max_shift_px: float = Field(
+        1.0, gt=0, description="Friedel search box about the first centre, px per axis"
+    )
 
 
 class PeakConfig(StrictModel):

@@ -114,7 +114,7 @@ class FrameSetup:
     friedel: bool = True
     friedel_sigma_px: float = 2.0
     min_pairs: int = 4
-    max_shift_px: float = 5.0
+    max_shift_px: float = 1.0
     identity_plane: bool = False
     subtract_background: bool = True
     exclude_radius_px: float = 4.0
