@@ -68,13 +68,17 @@ def merge(
     if series is not None:
         from crystalscope.merge.series import merge_series
 
-        result = merge_series(series, cfg, progress=lambda line: console.print(line, markup=False))
+        result = merge_series(
+            series, cfg, progress=lambda line: console.print(line, markup=False, soft_wrap=True)
+        )
         console.print(result.summary(), soft_wrap=True, markup=False)
         for name in ("dose_series", "dose_series_plot"):
             console.print(f"- {name}: {result.paths[name]}")
         return
     run = run_merge(
-        cfg, config_path=config, progress=lambda line: console.print(line, markup=False)
+        cfg,
+        config_path=config,
+        progress=lambda line: console.print(line, markup=False, soft_wrap=True),
     )
     console.print(run.summary(), soft_wrap=True, markup=False)
     for name, path in run.paths.items():
