@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from crystalscope.errors import CrystalscopeError
 
-__all__ = ["atomic_path", "atomic_write", "check_outputs_free", "check_writable"]
+__all__ = ["atomic_path", "atomic_write", "check_outputs_free", "check_writable", "save_png"]
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -81,3 +81,15 @@ def atomic_write(
         open(tmp, mode, encoding=encoding, newline=newline) as handle,
     ):
         yield handle
+
+
+def save_png(
+    fig: Any, path: str | os.PathLike[str], *, dpi: int = 90, overwrite: bool = True
+) -> Path:
+    """Write a matplotlib figure as PNG atomically (after ``tight_layout``); return the
+    path."""
+    target = Path(path)
+    fig.tight_layout()
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return target

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from crystalscope.config import write_resolved_config
 from crystalscope.errors import ConfigError, DataError
-from crystalscope.io.atomic import atomic_path, check_outputs_free
+from crystalscope.io.atomic import atomic_path, check_outputs_free, save_png
 from crystalscope.io.crystfel_cell import read_cell
 from crystalscope.io.crystfel_stream import read_stream
 from crystalscope.io.observations import ObservationFile, read_observations
@@ -138,11 +138,7 @@ def plot_scales(crystals: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             ax.hist(values, bins=40)
         ax.set(xlabel=label, ylabel="crystals")
     axes[0].set_title(f"{len(kept)} crystals merged")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return target
+    return save_png(fig, path)
 
 
 def run_merge(

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from crystalscope.errors import ConfigError, CrystalscopeError, FormatError
-from crystalscope.io.atomic import atomic_path
+from crystalscope.io.atomic import atomic_path, save_png
 from crystalscope.io.observations import read_observations
 from crystalscope.merge.config import MergeConfig
 from crystalscope.merge.export import write_merged
@@ -108,10 +108,7 @@ def plot_series(statistics: dict[int, MergeStatistics], table: pd.DataFrame, pat
     ax.legend(fontsize=8)
     ax2.plot(table["dose_e_per_a2"], table["cc_half"], "o-")
     ax2.set(xlabel="dose (e/A^2)", ylabel="overall CC1/2", title="overall CC1/2 against dose")
-    fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
+    return save_png(fig, path)
 
 
 def _merge_each(

@@ -39,7 +39,7 @@ from crystalscope.config import write_resolved_config
 from crystalscope.dataset.stacks import peak_arrays
 from crystalscope.index.peaks import Q_COLUMNS
 from crystalscope.index.powder import plot_radial_histograms
-from crystalscope.io.atomic import atomic_path, check_outputs_free
+from crystalscope.io.atomic import atomic_path, check_outputs_free, save_png
 from crystalscope.io.crystfel_cell import write_cell
 from crystalscope.io.crystfel_geom import format_geom, write_geom
 from crystalscope.io.crystfel_stream import Stream, StreamHeader
@@ -208,11 +208,7 @@ def plot_indexing(result: IndexingResult, path: str | os.PathLike[str]) -> Path:
         axes[2].hist(1e3 * result.crystals["final_residual"].to_numpy(float), bins=40)
     axes[1].set(xlabel="indexed peaks", ylabel="crystals", title="indexed peaks per crystal")
     axes[2].set(xlabel="RMS residual (1e-3 1/A)", ylabel="crystals", title="residuals")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return target
+    return save_png(fig, path)
 
 
 def write_indexed(

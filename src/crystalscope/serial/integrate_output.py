@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from crystalscope.config import write_resolved_config
 from crystalscope.errors import CrystalscopeError
 from crystalscope.integrate.observations import FLAGS_EXCLUDED_BY_DEFAULT
-from crystalscope.io.atomic import atomic_path, check_outputs_free
+from crystalscope.io.atomic import atomic_path, check_outputs_free, save_png
 from crystalscope.io.crystfel_geom import format_geom
 from crystalscope.io.crystfel_stream import Stream, StreamHeader
 from crystalscope.io.crystfel_stream_write import write_stream
@@ -111,11 +111,7 @@ def plot_integration(result: IntegrationResult, path: str | os.PathLike[str]) ->
     axes[0].set(xlabel="observations per crystal", ylabel="crystals", title="observations")
     axes[1].set(xlabel="1/d^2 (1/A^2)", ylabel="mean I/sigma", title="signal against resolution")
     axes[2].set(xlabel="partiality estimate", ylabel="observations", title="partiality")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return target
+    return save_png(fig, path)
 
 
 def write_integrated(

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from crystalscope.config import write_resolved_config
 from crystalscope.dataset import Dataset
 from crystalscope.errors import CrystalscopeError
-from crystalscope.io.atomic import atomic_path, check_outputs_free
+from crystalscope.io.atomic import atomic_path, check_outputs_free, save_png
 from crystalscope.io.crystfel_geom import write_geom
 from crystalscope.parallel import byte_progress
 from crystalscope.serial.config import PreprocessConfig
@@ -68,11 +68,7 @@ def plot_overview(result: PreprocessResult, path: str | os.PathLike[str]) -> Pat
     counts = shots["centre_method"].value_counts()
     ax.bar(counts.index.astype(str), counts.to_numpy())
     ax.set(ylabel="frames", title="centre determined by")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return target
+    return save_png(fig, path)
 
 
 def write_preprocessed(
