@@ -1,20 +1,24 @@
 """The built-in end-to-end job run by ``make demo`` / ``crystalscope demo``.
 
-Until the serial pipeline lands, the demo simulates a small SerialED data set on
-built-in data and shows what it wrote:
+A SerialED data set is simulated on built-in data and taken through the whole chain:
 
-1. 200 kV electrons, the 1556 x 516 hybrid-pixel detector preset (LAMBDA 750K layout
-   with module gaps) at an effective camera length of 1100 mm;
-2. protein-sized crystals (``builtin:lysozyme-like``: tetragonal lysozyme cell, Wilson
-   statistics) of 100 nm thickness in random orientations, structure factors to 2 A
-   with electron form factors;
-3. kinematic still patterns on the exact Ewald sphere with partiality, zero-order beam,
-   inelastic background, Poisson noise, per-frame centre jitter, dead pixels and a
-   dose-fractionated movie of 3 frames per crystal with radiation damage;
-4. outputs: ``frames.h5`` (a crystalscope Dataset: frames, per-frame table with the true
-   centres, per-crystal table with the true UB), ``truth.h5`` (every excited
-   reflection: ideal |F|^2, partiality, expected counts, position), ``detector.geom``
-   and ``config.resolved.yaml``; each is read back and summarised.
+1. simulation: 200 kV electrons, the 1556 x 516 hybrid-pixel detector preset (LAMBDA
+   750K layout with module gaps) at an effective camera length of 1100 mm; protein-sized
+   crystals (``builtin:lysozyme-like``: tetragonal lysozyme cell, P 43 21 2, Wilson
+   statistics) of 100 nm thickness in random orientations, structure factors to 2 A with
+   electron form factors; kinematic still patterns on the exact Ewald sphere with
+   partiality, zero-order beam, inelastic background, Poisson noise, per-frame centre
+   jitter, dead pixels and a dose-fractionated movie of 3 frames per crystal with
+   radiation damage (``sim/``);
+2. pre-processing with the movies summed per crystal (``preprocessed/``);
+3. indexing with the known cell (``indexed/``);
+4. integration (``integrated/``);
+5. scaling and merging with the xsphere partiality model, statistics, MTZ, SHELX and
+   CrystFEL files (``merged/``).
+
+The statistics table and the paths of the merged MTZ and the plots are printed at the
+end.  With fewer than :data:`MIN_CRYSTALS_TO_MERGE` indexed crystals merging is skipped
+and says so.
 """
 
 from __future__ import annotations
@@ -22,14 +26,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import gemmi
+
 from crystalscope.errors import CrystalscopeError
 from crystalscope.simulate.config import SerialConfig
-from crystalscope.simulate.serial import simulate_serial
+from crystalscope.simulate.serial import SerialSimulation, simulate_serial
 
-__all__ = ["demo_config", "run_demo"]
+__all__ = ["DEFAULT_CRYSTALS", "MIN_CRYSTALS_TO_MERGE", "demo_config", "run_demo"]
+
+#: Crystals simulated by default (about two minutes for the whole chain on 2 cores).
+DEFAULT_CRYSTALS = 150
+#: Fewer indexed crystals than this are not merged.
+MIN_CRYSTALS_TO_MERGE = 10
 
 
-def demo_config(n_crystals: int = 12, seed: int = 2026) -> SerialConfig:
+def demo_config(n_crystals: int = DEFAULT_CRYSTALS, seed: int = 2026) -> SerialConfig:
     """The demo's simulation settings."""
     return SerialConfig.model_validate(
         {
@@ -47,9 +58,74 @@ def demo_config(n_crystals: int = 12, seed: int = 2026) -> SerialConfig:
     )
 
 
+def _preprocess(out: Path, overwrite: bool) -> str:
+    from crystalscope.serial.config import PreprocessConfig
+    from crystalscope.serial.output import run_preprocess
+
+    cfg = PreprocessConfig.model_validate(
+        {
+            "input": {"files": [str(out / "sim" / "frames.h5")]},
+            "aggregate": {"enabled": True, "by": ["shot"]},
+            "compute": {"progress": False},
+            "output": {"directory": str(out / "preprocessed"), "overwrite": overwrite},
+        }
+    )
+    result, _ = run_preprocess(cfg)
+    return result.summary()
+
+
+def _index(out: Path, cell: gemmi.UnitCell, overwrite: bool) -> tuple[str, int]:
+    from crystalscope.serial.index_config import IndexConfig
+    from crystalscope.serial.index_output import run_index
+
+    cfg = IndexConfig.model_validate(
+        {
+            "input": str(out / "preprocessed" / "preprocessed.h5"),
+            "cell": {"parameters": list(cell.parameters), "space_group": "P 43 21 2"},
+            "compute": {"progress": False},
+            "output": {"directory": str(out / "indexed"), "overwrite": overwrite},
+        }
+    )
+    result, _ = run_index(cfg)
+    return result.summary(), len(result.crystals)
+
+
+def _integrate(out: Path, overwrite: bool) -> str:
+    from crystalscope.serial.integrate_config import IntegrateConfig
+    from crystalscope.serial.integrate_output import run_integrate
+
+    cfg = IntegrateConfig.model_validate(
+        {
+            "indexed": str(out / "indexed"), "compute": {"progress": False},
+            "output": {"directory": str(out / "integrated"), "overwrite": overwrite},
+        }
+    )  # fmt: skip
+    result, _ = run_integrate(cfg)
+    return result.summary()
+
+
+def _merge(out: Path, overwrite: bool) -> tuple[str, dict[str, Path]]:
+    from crystalscope.merge.config import MergeConfig
+    from crystalscope.merge.run import run_merge
+
+    cfg = MergeConfig.model_validate(
+        {
+            "input": str(out / "integrated" / "observations.h5"),
+            "output": {"directory": str(out / "merged"), "overwrite": overwrite},
+        }
+    )
+    run = run_merge(cfg)
+    return run.summary(), run.paths
+
+
+def _say_lines(text: str, say: Callable[[str], None]) -> None:
+    for line in text.splitlines():
+        say(line)
+
+
 def run_demo(
     out: str | Path,
-    n_crystals: int = 12,
+    n_crystals: int = DEFAULT_CRYSTALS,
     *,
     overwrite: bool = False,
     say: Callable[[str], None] = print,
@@ -63,11 +139,25 @@ def run_demo(
         f"simulating {n_crystals} lysozyme-sized crystals, "
         f"{config.dose.frames_per_crystal} dose fractions each, hit rate {config.hit_fraction:.0%}"
     )
-    result = simulate_serial(config, out, overwrite=overwrite, say=say)
-    for line in result.summary().splitlines():
-        say(line)
-    return {
-        "frames": result.dataset,
-        "geometry": result.geometry,
-        "configuration": result.config,
-    }
+    result = simulate_serial(config, out / "sim", overwrite=overwrite, say=say)
+    _say_lines(result.summary(), say)
+    files = {"frames": result.dataset, "geometry": result.geometry}
+    say("pre-processing (corrections, centre, peaks, ellipticity, background)")
+    _say_lines(_preprocess(out, overwrite), say)
+    say("indexing with the known cell")
+    cell = SerialSimulation.build(config).base.cell
+    text, n_indexed = _index(out, cell, overwrite)
+    _say_lines(text, say)
+    files["indexed"] = out / "indexed" / "crystals.csv"
+    say("integrating")
+    _say_lines(_integrate(out, overwrite), say)
+    files["observations"] = out / "integrated" / "observations.h5"
+    if n_indexed < MIN_CRYSTALS_TO_MERGE:
+        say(f"{n_indexed} crystals indexed: too few to merge (need {MIN_CRYSTALS_TO_MERGE})")
+        return files
+    say("scaling and merging (xsphere partiality model)")
+    text, paths = _merge(out, overwrite)
+    _say_lines(text, say)
+    files["merged_mtz"] = paths["merged_mtz"]
+    files["statistics_plot"] = paths["statistics_plot"]
+    return files

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from crystalscope import __version__
@@ -148,14 +149,25 @@ def test_convert_rejects_cross_family(
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The main job on few crystals: raw frames to a merged MTZ with statistics."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--crystals", "2"]) == 0
+    assert main(["demo", "--out", str(out), "--crystals", "24"]) == 0
     text = capsys.readouterr().out
-    assert "simulating 2 lysozyme-sized crystals" in text
-    for name in ("frames.h5", "truth.h5", "detector.geom", "config.resolved.yaml"):
-        assert (out / name).is_file()
-    rec = _info_json(out / "frames.h5", capsys)
-    assert rec["format"] == "dataset" and rec["crystals"] == 2 * 3  # 3 dose fractions each
+    assert "simulating 24 lysozyme-sized crystals" in text
+    assert "overall" in text and "CC1/2" in text  # the statistics table
+    for name in (
+        "sim/frames.h5",
+        "preprocessed/preprocessed.h5",
+        "indexed/crystals.csv",
+        "integrated/observations.h5",
+        "merged/merged.mtz",
+        "merged/statistics.png",
+    ):
+        assert (out / name).is_file(), name  # fmt: skip
+    overall = pd.read_csv(out / "merged" / "statistics.csv").iloc[-1]
+    assert overall["cc_half"] > 0.9, overall.to_dict()  # 0.987 measured
+    rec = _info_json(out / "sim" / "frames.h5", capsys)
+    assert rec["format"] == "dataset" and rec["crystals"] == 24 * 3  # 3 dose fractions each
     # a second run refuses to clobber unless asked
     assert main(["demo", "--out", str(out), "--no-overwrite"]) == EXIT_USER_ERROR
     shutil.rmtree(out)

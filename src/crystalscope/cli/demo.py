@@ -8,22 +8,26 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from crystalscope.demo import DEFAULT_CRYSTALS
+
 __all__ = ["demo"]
 
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-output"),
-    crystals: Annotated[int, typer.Option(min=1, help="Number of crystals.")] = 12,
+    crystals: Annotated[int, typer.Option(min=1, help="Number of crystals.")] = DEFAULT_CRYSTALS,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier demo outputs.")] = True,
 ) -> None:
-    """Run the built-in end-to-end job on built-in data and summarise its outputs."""
-    from crystalscope.cli.info import print_summary, summarize
+    """Simulate a SerialED data set on built-in data and take it from raw frames to
+    merged, validated intensities (pre-processing, indexing, integration, merging)."""
     from crystalscope.demo import run_demo
 
     console = Console()
-    console.rule("crystalscope demo: simulated SerialED data set")
-    files = run_demo(out, crystals, overwrite=overwrite, say=lambda m: console.print(f"- {m}"))
-    console.rule("outputs, read back")
+    console.rule("crystalscope demo: simulated SerialED data set, raw frames to MTZ")
+    files = run_demo(
+        out, crystals, overwrite=overwrite,
+        say=lambda m: console.print(m, markup=False, soft_wrap=True, highlight=False),
+    )  # fmt: skip
+    console.rule("outputs")
     for name, path in files.items():
-        kind, summary = summarize(path)
-        print_summary(console, f"[bold]{name}[/]: {path} [dim]({kind})[/]", summary)
+        console.print(f"- {name}: {path}", markup=False, soft_wrap=True)

@@ -32,8 +32,10 @@ class MergeParams:
     bandwidth : float
         ``w`` (1/A) of the ``xsphere`` model (0 for a monochromatic beam).
     min_partiality : float
-        Observations whose model partiality is below this are not merged (but they take
-        part in post-refinement, where they tell that a reflection is *not* excited).
+        Observations whose model partiality, or whose model fraction of the full
+        intensity (partiality times the crystal's relative B attenuation
+        ``exp(-B / 2d^2)``), is below this are not merged (but they take part in
+        post-refinement, where they tell that a reflection is *not* excited).
     min_cc_z : float or None
         Reject crystals whose intensities do not correlate with the reference of the
         other crystals: ``atanh(CC) sqrt(n - 3) < min_cc_z`` (Fisher's z of the

@@ -116,8 +116,16 @@ class MergeResult:
 def _merge_mask(
     prep: Prepared, state: CrystalState, p: np.ndarray, g: np.ndarray, params: MergeParams
 ) -> np.ndarray:
+    """Observations merged: of kept crystals, with a partiality ``p`` and a model fraction
+    ``p exp(-B/2d^2)`` of the full intensity (partiality times the crystal's relative B
+    attenuation) of at least ``min_partiality``.  A crystal fitted with a large B
+    otherwise contributes its high-resolution observations divided by a factor near 0: a
+    reflection seen once merges to an intensity of 1e7."""
     kept = ~state.rejected[prep.obs_crystal]
-    return kept & (p >= params.min_partiality) & (p > 0) & np.isfinite(g) & (g > 0)
+    scale = np.exp(state.x[prep.obs_crystal, kern.LN_G])
+    fraction = p * np.where(np.isfinite(g), g, 0.0) / scale
+    enough = (p >= params.min_partiality) & (fraction >= params.min_partiality)
+    return kept & enough & (p > 0) & np.isfinite(g) & (g > 0)
 
 
 def merged_table(asu: np.ndarray, d: np.ndarray, sums: np.ndarray) -> pd.DataFrame:
