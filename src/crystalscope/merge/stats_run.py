@@ -81,7 +81,10 @@ def _load_mtz(path: Path, space_group: str | None) -> MergedData:
     if data.cell is None or data.space_group is None:
         raise ConfigError("the MTZ file has no cell or space group", path=path, field="cell")
     sg = resolve_space_group(space_group) if space_group else data.space_group
-    return MergedData(data.table, None, None, data.cell, sg, path)
+    table = data.table
+    if "nobs" not in table.columns and "nmeas" in table.columns:  # our merged MTZ
+        table = table.rename(columns={"nmeas": "nobs"})
+    return MergedData(table, None, None, data.cell, sg, path)
 
 
 def load_merged(
