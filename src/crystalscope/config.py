@@ -42,10 +42,18 @@ __all__ = [
     "load_config",
     "load_yaml_mapping",
     "parse_config",
+    "relative_to_config",
     "write_resolved_config",
 ]
 
 RESOLVED_CONFIG_NAME = "config.resolved.yaml"
+
+
+def relative_to_config(path: str | os.PathLike[str], base: Path | None) -> Path:
+    """A path from a configuration file: ``~`` expanded, and relative paths taken from the
+    configuration file's folder ``base`` (from the working directory without one)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base is None else base / p
 
 
 class StrictModel(BaseModel):

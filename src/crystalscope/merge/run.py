@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from crystalscope.config import write_resolved_config
+from crystalscope.config import relative_to_config, write_resolved_config
 from crystalscope.errors import ConfigError, DataError
 from crystalscope.io.atomic import atomic_path, check_outputs_free, save_png
 from crystalscope.io.crystfel_cell import read_cell
@@ -151,10 +151,8 @@ def run_merge(
     if cfg.input is None:
         raise ConfigError("no input: give observations.h5 or a .stream", field="input")
     base = Path(config_path).parent if config_path else None
-    source = cfg.input if cfg.input.is_absolute() or base is None else base / cfg.input
-    cell = (
-        cfg.cell if cfg.cell is None or cfg.cell.is_absolute() or base is None else base / cfg.cell
-    )
+    source = relative_to_config(cfg.input, base)
+    cell = relative_to_config(cfg.cell, base) if cfg.cell is not None else None
     out = cfg.output.directory
     check_outputs_free(merge_output_paths(out).values(), overwrite=cfg.output.overwrite)
     data = load_observations(source, space_group=cfg.space_group, cell=cell)

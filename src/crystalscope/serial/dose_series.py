@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crystalscope.config import relative_to_config
 from crystalscope.dataset import Dataset
 from crystalscope.errors import ConfigError, CrystalscopeError, DataError
 from crystalscope.serial.integrate_config import DoseSeriesSection, IntegrateConfig
@@ -48,7 +49,7 @@ class DoseExposure:
 
 def _raw_movie(section: DoseSeriesSection, base: Path | None) -> Dataset:
     assert section.input is not None
-    path = section.input if section.input.is_absolute() or base is None else base / section.input
+    path = relative_to_config(section.input, base)
     if not path.is_file():
         raise CrystalscopeError("dose-series input not found", path=path, field="dose.input")
     raw = Dataset.open(path)

@@ -28,7 +28,7 @@ import gemmi
 import numpy as np
 import pandas as pd
 
-from crystalscope.config import BeamConfig
+from crystalscope.config import BeamConfig, relative_to_config
 from crystalscope.dataset import Dataset
 from crystalscope.errors import ConfigError, CrystalscopeError, DataError
 from crystalscope.index.ambiguity import AmbiguityResult, ambiguity_operators, resolve_ambiguity
@@ -181,10 +181,10 @@ def open_indexing_input(
         raise ConfigError(
             "no input: give the preprocessed.h5 of `serial preprocess`", field="input"
         )
-    path = _resolve(input_, base)
+    path = relative_to_config(input_, base)
     if not path.is_file():
         raise CrystalscopeError("input file not found", path=path, field="input")
-    geom = _resolve(geometry, base) if geometry else path.parent / "detector.geom"
+    geom = relative_to_config(geometry, base) if geometry else path.parent / "detector.geom"
     if not geom.is_file():
         raise CrystalscopeError(
             "no geometry: set `geometry` (the detector.geom written by serial preprocess)",
@@ -234,15 +234,10 @@ def hit_vectors(data: IndexingInput, client: Any = None) -> pd.DataFrame:
     return peak_vectors(peaks, data.detector, shots=shots, wavelength=data.wavelength)
 
 
-def _resolve(path: Path, base: Path | None) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else base / p
-
-
 def starting_cell(cfg: CellConfig, *, base: Path | None = None) -> tuple[gemmi.UnitCell, str]:
     """The configured cell and its Bravais lattice symbol (e.g. ``tP``)."""
     if cfg.file is not None:
-        cell_file = read_cell(_resolve(cfg.file, base))
+        cell_file = read_cell(relative_to_config(cfg.file, base))
         cell = cell_file.cell
         lattice = cfg.lattice or cfg.space_group or _bravais_of_file(cell_file)
     else:

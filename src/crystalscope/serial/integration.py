@@ -27,7 +27,7 @@ import gemmi
 import numpy as np
 import pandas as pd
 
-from crystalscope.config import ComputeConfig
+from crystalscope.config import ComputeConfig, relative_to_config
 from crystalscope.dataset import Dataset
 from crystalscope.errors import ConfigError, CrystalscopeError, DataError
 from crystalscope.integrate.frame import integrate_frame
@@ -122,10 +122,7 @@ def _indexed_file(path: Path) -> Path:
 
 
 def _resolve(path: Path | None, base: Path | None) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else base / p
+    return None if path is None else relative_to_config(path, base)
 
 
 def open_integration_input(cfg: IntegrateConfig, *, base: Path | None = None) -> IntegrationInput:
