@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from crystalscope.cli.serial import OutOpt, OverwriteOpt
 from crystalscope.cli.simulate import SetOpt, merge_settings
 from crystalscope.config import parse_config
 
@@ -43,8 +44,8 @@ def merge(
         Path | None,
         typer.Option(help="Dose series: the dose/ folder of `serial integrate` (series.csv)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Scale, merge and validate integrated observations; write MTZ, SHELX and .hkl files.
 

@@ -35,6 +35,7 @@ SchedulerOpt = Annotated[
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes/threads.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace earlier outputs.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
 
 
 def _common(
@@ -85,7 +86,7 @@ def preprocess(
         list[str] | None, typer.Option("--input", "-i", help="Files, globs or .lst (repeatable).")
     ] = None,
     geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    out: OutOpt = None,
     watch: Annotated[
         Path | None, typer.Option(help="On-line mode: follow this directory for new files.")
     ] = None,
@@ -138,7 +139,7 @@ def index(
         str | None, typer.Option(help="Space group (absences, indexing ambiguity).")
     ] = None,
     geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    out: OutOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -172,7 +173,7 @@ def integrate(
     space_group: Annotated[
         str | None, typer.Option(help="Space group (default: the one indexing used).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    out: OutOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
