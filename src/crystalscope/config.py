@@ -41,6 +41,7 @@ __all__ = [
     "StrictModel",
     "load_config",
     "load_yaml_mapping",
+    "merge_settings",
     "parse_config",
     "relative_to_config",
     "write_resolved_config",
@@ -212,3 +213,36 @@ def write_resolved_config(
         fh.write("# crystalscope resolved configuration: the exact parameters of this run\n")
         yaml.safe_dump(data, fh, sort_keys=False)
     return out
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{key}' is a value, not a section", field=dotted)
+        node = child
+    node[keys[-1]] = value
+
+
+def merge_settings(
+    config_file: str | os.PathLike[str] | None, sets: list[str] | None, shortcuts: dict[str, Any]
+) -> dict[str, Any]:
+    """Settings from a YAML file, ``--set`` overrides and shortcut options, in that order."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_yaml_mapping(config_file)
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected section.key=value, got {item!r}", field="--set")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot read the value {raw!r}", field=key) from None
+        _set_path(data, key.strip(), value)
+    for dotted, value in shortcuts.items():
+        if value is not None:
+            _set_path(data, dotted, value)
+    return data

@@ -14,6 +14,9 @@ input for ``indexamajig`` (docs/serial-index.md).
 ``crystalscope serial integrate [CONFIG.yaml] --indexed DIR`` predicts and integrates
 every indexed crystal and writes the observations for ``crystalscope merge``
 (docs/serial-merge.md).
+
+``crystalscope serial run CONFIG.yaml`` runs all of these and merging, into a numbered
+run directory, resumably, with an HTML report (docs/serial-run.md).
 """
 
 from __future__ import annotations
@@ -190,3 +193,58 @@ def integrate(
         **_common(out, overwrite, scheduler, workers),
     }
     _run_and_report(config, set_, shortcuts, IntegrateConfig, run_integrate)
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    set_: SetOpt = None,
+    input_: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="Files, globs or .lst (repeatable).")
+    ] = None,
+    geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
+    cell: Annotated[Path | None, typer.Option(help="CrystFEL unit cell file.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Root of the numbered run directories.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Recompute every step, replacing the latest run's results.")
+    ] = False,
+    watch: Annotated[
+        Path | None, typer.Option(help="On-line mode: follow this directory for new files.")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="On-line mode: stop after this many idle seconds.")
+    ] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Raw frames to merged data: pre-processing, indexing, integration, merging, report."""
+    from crystalscope.parallel import open_client
+    from crystalscope.serial.pipeline import load_run_config, run_serial
+    from crystalscope.serial.watch_run import watch_serial
+
+    shortcuts = {
+        "input.files": list(input_) if input_ else None,
+        "input.geometry": str(geometry) if geometry else None,
+        "cell.file": str(cell) if cell else None,
+        "watch.idle_timeout_s": idle_timeout,
+        **_common(out, False, scheduler, workers),
+    }
+    shortcuts.pop("output.overwrite")
+    if workers and not scheduler:
+        shortcuts["compute.scheduler"] = "distributed"
+    cfg = load_run_config(config, shortcuts, sets=set_)
+    console = Console()
+
+    def say(message: str) -> None:
+        console.print(message, markup=False, soft_wrap=True, highlight=False)
+
+    with open_client(cfg.compute) as client:
+        if watch is not None:
+            result = watch_serial(cfg, watch, client=client, force=force, say=say)
+        else:
+            result = run_serial(cfg, client=client, force=force, say=say)
+    say(result.summary())
+    for name, path in result.paths.items():
+        say(f"- {name}: {path}")

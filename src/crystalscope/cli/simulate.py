@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 
-from crystalscope.config import StrictModel, load_yaml_mapping, parse_config
+from crystalscope.config import StrictModel, merge_settings, parse_config
 from crystalscope.errors import ConfigError
 
 __all__ = ["app", "merge_settings"]
@@ -39,39 +38,6 @@ StructureOpt = Annotated[
 ]
 MtzOpt = Annotated[Path | None, typer.Option(help="Measured intensities (MTZ) instead.")]
 DminOpt = Annotated[float | None, typer.Option(help="Resolution limit, A.")]
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"'{key}' is a value, not a section", field=dotted)
-        node = child
-    node[keys[-1]] = value
-
-
-def merge_settings(
-    config_file: Path | None, sets: list[str] | None, shortcuts: dict[str, Any]
-) -> dict[str, Any]:
-    """Settings from a YAML file, ``--set`` overrides and shortcut options, in that order."""
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        data = load_yaml_mapping(config_file)
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"expected section.key=value, got {item!r}", field="--set")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot read the value {raw!r}", field=key) from None
-        _set_path(data, key.strip(), value)
-    for dotted, value in shortcuts.items():
-        if value is not None:
-            _set_path(data, dotted, value)
-    return data
 
 
 M = TypeVar("M", bound=StrictModel)

@@ -41,6 +41,16 @@ def check_outputs_free(paths: Iterable[str | os.PathLike[str]], *, overwrite: bo
         )
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once (reading it means setting it, which is not thread-safe).
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds.
@@ -58,6 +68,8 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         yield tmp
         if not overwrite and target.exists():
             raise CrystalscopeError("output file appeared while writing; not replaced", path=target)
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared data
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -32,7 +32,13 @@ from crystalscope.errors import DataError, FormatError
 from crystalscope.io.atomic import atomic_path
 from crystalscope.model.crystal import resolve_space_group
 
-__all__ = ["FORMAT", "ObservationFile", "read_observations", "write_observations"]
+__all__ = [
+    "FORMAT",
+    "ObservationFile",
+    "concat_observations",
+    "read_observations",
+    "write_observations",
+]
 
 #: Value of the root attribute ``crystalscope_format``.
 FORMAT = "observations 1"
@@ -149,3 +155,36 @@ def _read_group(group: h5py.Group, source: Path) -> ObservationFile:
         wavelength=float(_attr(group, "wavelength", source)),
         meta=json.loads(str(_attr(group, "meta", source))),
     )
+
+
+def concat_observations(parts: list[ObservationFile]) -> ObservationFile:
+    """Observations of several files as one: ``crystal_id`` and ``frame`` are offset so
+    that they stay unique, and a ``part`` column numbers the source.  The cell, space
+    group and wavelength are the first part's (the parts must share a data set's cell).
+
+    Raises
+    ------
+    DataError
+        No parts, or parts of different space groups.
+    """
+    if not parts:
+        raise DataError("no observations to combine", field="observations")
+    first = parts[0]
+    tables = []
+    offsets = {"crystal_id": 0, "frame": 0}
+    for number, part in enumerate(parts):
+        if part.space_group.xhm() != first.space_group.xhm():
+            raise DataError(
+                f"space groups differ: {first.space_group.xhm()} and {part.space_group.xhm()}",
+                field="space_group",
+            )
+        table = part.table.copy()
+        for name, offset in offsets.items():
+            if name in table and len(table):
+                table[name] = table[name].to_numpy(np.int64) + offset
+                offsets[name] = int(table[name].max()) + 1
+        table["part"] = np.int64(number)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    meta = {"parts": [p.meta for p in parts]}
+    return ObservationFile(table, first.cell, first.space_group, first.wavelength, meta)

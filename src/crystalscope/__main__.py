@@ -1,0 +1,5 @@
+"""``python -m crystalscope``: the command line."""
+
+from crystalscope.cli.main import run
+
+run()
