@@ -101,6 +101,7 @@ __all__ = [
 
 _ENVELOPE = 8.0  # envelope smoothing width, in units of sigma_px
 _BINS_PER_SIGMA = 4.0
+_AGREEMENT = 0.003  # half fits closer than this in (beta, gamma) always agree
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ class EllipticityFit:
         Radial range used (pixels).
     sigma_px : float
         Ring-profile smoothing width used (pixels).
+    significant : bool
+        False when the cross-validation (two random halves of the peaks, each fitted on
+        its own and scored on the other) does not confirm the distortion: too few peaks
+        to tell it from noise.  Callers should then apply none.
+    half_ratios : tuple of float
+        The ratios fitted on the two halves.
     """
 
     distortion: EllipticalDistortion
@@ -133,6 +140,8 @@ class EllipticityFit:
     sharpness_after: float
     r_range_px: tuple[float, float] = (0.0, 0.0)
     sigma_px: float = 0.3
+    significant: bool = True
+    half_ratios: tuple[float, ...] = ()
 
 
 # --------------------------------------------------------------------------- model
@@ -355,20 +364,11 @@ def fit_ellipticity(
             f"{min_peaks} are needed to fit the ellipticity",
             field="peaks",
         )
+    rho_max = math.log1p(max_ellipticity)
     score = _Scorer(x, y, (lo, hi), sigma_px)
-    start = _grid_search(score, math.log1p(max_ellipticity), grid_step)
-    res = optimize.minimize(
-        lambda p: -score(float(p[0]), float(p[1])),
-        np.array(start),
-        method="Nelder-Mead",
-        options={
-            "initial_simplex": np.array(start) + np.array([[0, 0], [1, 0], [0, 1]]) * grid_step / 2,
-            "xatol": 1e-5,
-            "fatol": 1e-9,
-            "maxiter": 400,
-        },
-    )
-    beta, gamma = (float(v) for v in res.x)
+    beta, gamma = _search(score, rho_max, grid_step)
+    halves = _cross_validate(x, y, (lo, hi), sigma_px, rho_max, grid_step, (beta, gamma))
+    significant = halves is None or halves[0]
     distortion = distortion_from_log_metric(beta, gamma)
     return EllipticityFit(
         distortion=distortion,
@@ -379,7 +379,47 @@ def fit_ellipticity(
         sharpness_after=score(beta, gamma),
         r_range_px=(lo, hi),
         sigma_px=sigma_px,
+        significant=bool(significant),
+        half_ratios=halves[1] if halves is not None else (),
     )
+
+
+def _search(score: _Scorer, rho_max: float, step: float) -> tuple[float, float]:
+    """Global grid search, then Nelder-Mead from the best node: ``(beta, gamma)``."""
+    start = _grid_search(score, rho_max, step)
+    res = optimize.minimize(
+        lambda p: -score(float(p[0]), float(p[1])),
+        np.array(start),
+        method="Nelder-Mead",
+        options={
+            "initial_simplex": np.array(start) + np.array([[0, 0], [1, 0], [0, 1]]) * step / 2,
+            "xatol": 1e-5,
+            "fatol": 1e-9,
+            "maxiter": 400,
+        },
+    )
+    return float(res.x[0]), float(res.x[1])
+
+
+def _cross_validate(
+    x: np.ndarray, y: np.ndarray, r_range: tuple[float, float], sigma_px: float,
+    rho_max: float, step: float, full: tuple[float, float],
+) -> tuple[bool, tuple[float, ...]] | None:  # fmt: skip
+    """Is the fitted distortion real?  Each random half of the peaks is fitted on its
+    own and the fit scored on the other half: a real distortion sharpens the other half
+    too and both halves find it; a maximum of the noise (few peaks) does neither.
+    Returns (significant, ratios of the two half fits); None for a fit at the origin."""
+    if math.hypot(*full) == 0.0:
+        return None
+    order = np.random.default_rng(0).permutation(x.size)
+    parts = [order[: x.size // 2], order[x.size // 2 :]]
+    scorers = [_Scorer(x[p], y[p], r_range, sigma_px) for p in parts]
+    fits = [_search(sc, rho_max, step) for sc in scorers]
+    gains = [scorers[1 - i](*fits[i]) - scorers[1 - i](0.0, 0.0) for i in range(2)]
+    spread = math.hypot(fits[0][0] - fits[1][0], fits[0][1] - fits[1][1])
+    agree = spread <= 0.5 * math.hypot(*full) + _AGREEMENT
+    ratios = tuple(distortion_from_log_metric(*f).ratio for f in fits)
+    return (agree and min(gains) > 0.0), ratios
 
 
 # --------------------------------------------------------------------------- display

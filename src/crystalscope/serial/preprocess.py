@@ -302,9 +302,16 @@ def _fit_ellipticity(
         r = np.hypot(dx, dy)
         r_range = (e.r_min_px or 0.0, e.r_max_px or float(r.max()) + 1.0)
     try:
-        return fit_ellipticity(dx, dy, r_range_px=r_range), None
+        fit = fit_ellipticity(dx, dy, r_range_px=r_range)
     except DataError as exc:
         return None, f"ellipticity not fitted: {exc.message}"
+    if not fit.significant:
+        halves = ", ".join(f"{r:.4f}" for r in fit.half_ratios)
+        return None, (
+            f"ellipticity not applied: the fit (ratio {fit.ratio:.4f}) is not confirmed by "
+            f"halves of the {fit.n_peaks} peaks (ratios {halves}); more frames are needed"
+        )
+    return fit, None
 
 
 # --------------------------------------------------------------------------- output frames
