@@ -9,8 +9,9 @@ redoes only an interrupted file).  After each new file the observations of all f
 combined (``<run>/combined/observations.h5``), merged again into ``<run>/merged/`` and
 the report rewritten, so the merged data and ``report.html`` follow the collection.
 
-Differences to a batch run over the same files: the ellipticity is fitted and the cell
-refined per file, and the indexing ambiguity is resolved within each file.  Run
+Differences to a batch run over the same files: the ellipticity is fitted per file, the
+cell is refined on the first file with enough indexed crystals and then kept, and the
+indexing ambiguity is resolved within each file.  Run
 ``crystalscope serial run`` on the collected files afterwards for the final data.
 """
 
@@ -42,20 +43,49 @@ from crystalscope.serial.rundir import (
     choose_run_directory,
     file_identity,
     fingerprint,
+    read_record,
     write_record,
 )
 
-__all__ = ["watch_serial"]
+__all__ = ["CELL_RECORD_NAME", "watch_serial"]
+
+#: Record of the cell that on-line indexing uses after the first well-indexed file.
+CELL_RECORD_NAME = "watch-cell.json"
+
+
+def _reference_cell(run_dir: Path) -> Path | None:
+    record = read_record(run_dir / CELL_RECORD_NAME)
+    return Path(record["cell"]) if record is not None else None
 
 
 def _process_file(path: Path, ctx: StepContext) -> SerialRun:
-    """Pre-process, index and integrate one complete file into ``files/<stem>``."""
+    """Pre-process, index and integrate one complete file into ``files/<stem>``.
+
+    The first file with at least :data:`MIN_CRYSTALS_TO_MERGE` indexed crystals refines
+    the cell; later files are indexed with that cell, unrefined (a few frames refine a
+    cell poorly, and one cell keeps the merged data consistent).
+    """
     cfg = ctx.cfg.model_copy(deep=True)
     cfg.input.files = [str(path)]
+    reference = _reference_cell(ctx.run_dir)
+    if reference is not None:
+        cfg.cell = cfg.cell.model_copy(
+            update={"file": reference, "parameters": None, "lattice": None, "refine": False}
+        )
     folder = ctx.run_dir / "files" / path.stem
     folder.mkdir(parents=True, exist_ok=True)
     one = StepContext(cfg, folder, client=ctx.client, force=False, say=ctx.say)
-    return run_steps(one, merge=False)
+    try:
+        run = run_steps(one, merge=False)
+    except CrystalscopeError:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    indexed = read_record(folder / "indexed" / "step.json") or {}
+    if reference is None and indexed.get("crystals", 0) >= MIN_CRYSTALS_TO_MERGE:
+        cell = folder / "indexed" / "cell.cell"
+        write_record(ctx.run_dir / CELL_RECORD_NAME, {"cell": str(cell), "from": path.name})
+    return run
 
 
 def _combine(run_dir: Path, done: dict[str, dict[str, Any]]) -> tuple[Path, str, int] | None:
@@ -98,8 +128,9 @@ def _update(ctx: StepContext, state: WatchState) -> SerialRun:
 
 
 def _new_files(folder: Path, cfg: SerialRunConfig, state: WatchState,
-               seen: dict[str, _Seen]) -> tuple[list[Path], bool]:  # fmt: skip
-    """Complete files not yet processed, and whether any file is still changing."""
+               seen: dict[str, _Seen]) -> tuple[list[tuple[Path, float]], bool]:  # fmt: skip
+    """Complete files not yet processed with their ages (seconds unchanged), and whether
+    any file is still changing."""
     w = cfg.watch
     now = time.monotonic()
     ready, busy = [], False
@@ -110,8 +141,24 @@ def _new_files(folder: Path, cfg: SerialRunConfig, state: WatchState,
         if age is None or age < w.settle_s:
             busy = True
         else:
-            ready.append(path)
+            ready.append((path, age))
     return ready, busy
+
+
+def _take(path: Path, age: float, ctx: StepContext, state: WatchState) -> bool:
+    """Process one file; False when it failed but may still be being written."""
+    w = ctx.cfg.watch
+    try:
+        result = _process_file(path, ctx)
+    except CrystalscopeError as exc:
+        if age < 10 * max(w.settle_s, w.poll_s):
+            return False  # perhaps still being written: try again later
+        state.failed[path.name] = str(exc)
+        ctx.say(f"{path.name}: skipped ({exc})")
+        return True
+    state.done[path.name] = {"lines": result.lines}
+    state.failed.update(result.skipped_files)
+    return True
 
 
 def watch_serial(
@@ -136,6 +183,7 @@ def watch_serial(
     if force:
         shutil.rmtree(run_dir / "files", ignore_errors=True)
         (run_dir / STATE_NAME).unlink(missing_ok=True)
+        (run_dir / CELL_RECORD_NAME).unlink(missing_ok=True)
     say(f"run directory: {run_dir}; watching {folder} for {cfg.watch.pattern}")
     write_record(run_dir / RUN_RECORD_NAME, {"fingerprint": cfp, "complete": False})
     write_run_config(cfg, run_dir)
@@ -147,20 +195,12 @@ def watch_serial(
     last_new = time.monotonic()
     while not (stop is not None and stop()):
         ready, busy = _new_files(folder, cfg, state, seen)
-        if busy:
-            last_new = time.monotonic()
-        for path in ready:
-            try:
-                result = _process_file(path, ctx)
-            except CrystalscopeError as exc:
-                state.failed[path.name] = str(exc)
-                say(f"{path.name}: skipped ({exc})")
-            else:
-                state.done[path.name] = {"lines": result.lines}
-                state.failed.update(result.skipped_files)
+        taken = [path for path, age in ready if _take(path, age, ctx, state)]
+        if busy or len(taken) < len(ready):
+            last_new = time.monotonic()  # files are still arriving
+        if taken:
             state.save(state_path)
             last_new = time.monotonic()
-        if ready:
             run = _update(ctx, state)
             say(f"{len(state.done)} files processed; report {run.paths.get('report')}")
         idle = cfg.watch.idle_timeout_s
