@@ -42,6 +42,7 @@ from crystalscope.merge._prepare import Prepared
 __all__ = [
     "CrystalState",
     "accumulate",
+    "clipped_mean_std",
     "correlation_rejection",
     "crystal_correlations",
     "delta_cc_rejection",
@@ -250,8 +251,10 @@ def delta_cc_rejection(
 
     ``delta_c = CC1/2(all) - CC1/2(all but c)`` (sigma-tau CC1/2 of the weighted
     full-intensity estimates).  A crystal whose removal raises CC1/2 has a negative
-    delta; crystals with a negative delta below ``mean - reject_delta_cc * std`` (over
-    the kept crystals) are rejected.  Returns ``(CC1/2 of all data, number newly rejected)``.
+    delta; crystals with a negative delta below ``mean - reject_delta_cc * std`` are
+    rejected, the mean and standard deviation taken over the kept crystals with the
+    outliers clipped (:func:`clipped_mean_std`), so that a few wild crystals cannot
+    widen the threshold until they pass it.  Returns ``(CC1/2 of all data, number newly rejected)``.
     """
     sums = accumulate(prep.hkl_index, prep.n_hkl, prep.intensity, prep.sigma, factor, merged)
     runs = accumulate(prep.run_id, len(prep.run_hkl), prep.intensity, prep.sigma, factor, merged)
@@ -266,7 +269,8 @@ def delta_cc_rejection(
     values = delta[np.isfinite(delta)]
     if len(values) < 3:
         return float(cc_all), 0
-    threshold = float(np.mean(values) - params.reject_delta_cc * np.std(values))
+    mean, std = clipped_mean_std(values, params.reject_delta_cc)
+    threshold = mean - params.reject_delta_cc * std
     low = np.isfinite(delta) & (delta < threshold) & (delta < 0.0)
     reasons = np.array(
         [f"delta-CC1/2 {d:.3g} < {threshold:.3g} (mean - {params.reject_delta_cc:g} std)"
@@ -274,6 +278,19 @@ def delta_cc_rejection(
         dtype=object,
     )  # fmt: skip
     return float(cc_all), state.reject(low, reasons)
+
+
+def clipped_mean_std(values: np.ndarray, k: float, max_iter: int = 20) -> tuple[float, float]:
+    """Mean and standard deviation of ``values`` after iteratively leaving out those more
+    than ``k`` standard deviations from the mean (both sides)."""
+    keep = np.ones(len(values), dtype=bool)
+    for _ in range(max_iter):
+        mean, std = float(np.mean(values[keep])), float(np.std(values[keep]))
+        new = np.abs(values - mean) <= k * std
+        if std == 0.0 or new.sum() < 3 or np.array_equal(new, keep):
+            break
+        keep = new
+    return float(np.mean(values[keep])), float(np.std(values[keep]))
 
 
 def correlation_rejection(
