@@ -1,43 +1,56 @@
 """The built-in end-to-end job run by ``make demo`` / ``crystalscope demo``.
 
-A SerialED data set is simulated on built-in data and taken through the whole chain:
+A SerialED data set is simulated on built-in data and taken through the main job,
+``crystalscope serial run`` (:mod:`crystalscope.serial.pipeline`):
 
-1. simulation: 200 kV electrons, the 1556 x 516 hybrid-pixel detector preset (LAMBDA
-   750K layout with module gaps) at an effective camera length of 1100 mm; protein-sized
-   crystals (``builtin:lysozyme-like``: tetragonal lysozyme cell, P 43 21 2, Wilson
-   statistics) of 100 nm thickness in random orientations, structure factors to 2 A with
-   electron form factors; kinematic still patterns on the exact Ewald sphere with
-   partiality, zero-order beam, inelastic background, Poisson noise, per-frame centre
-   jitter, dead pixels and a dose-fractionated movie of 3 frames per crystal with
-   radiation damage (``sim/``);
-2. pre-processing with the movies summed per crystal (``preprocessed/``);
-3. indexing with the known cell (``indexed/``);
-4. integration (``integrated/``);
-5. scaling and merging with the xsphere partiality model, statistics, MTZ, SHELX and
-   CrystFEL files (``merged/``).
+1. simulation (``sim/``): 200 kV electrons, the 1556 x 516 hybrid-pixel detector preset
+   (LAMBDA 750K layout with module gaps) at an effective camera length of 1100 mm;
+   protein-sized crystals (``builtin:lysozyme-like``: tetragonal lysozyme cell,
+   P 43 21 2, Wilson statistics) of 100 nm thickness in random orientations, structure
+   factors to 2 A with electron form factors; kinematic still patterns on the exact
+   Ewald sphere with partiality, zero-order beam, inelastic background, Poisson noise,
+   per-frame centre jitter, dead pixels and a dose-fractionated movie of 3 frames per
+   crystal with radiation damage (about 1000 raw frames by default);
+2. the configuration of the run, ``serial-run.yaml`` (a starting point for real data);
+3. ``crystalscope serial run`` into ``runs/run-NNN/``: pre-processing with the movies
+   summed per crystal, indexing with the known cell, integration (and the dose series
+   of 1, 2 and 3 fractions), scaling and merging, and the HTML report;
+4. the merged intensities compared with the simulation's true ``|F|^2`` (CC to 2.5 A).
 
-The statistics table and the paths of the merged MTZ and the plots are printed at the
-end.  With fewer than :data:`MIN_CRYSTALS_TO_MERGE` indexed crystals merging is skipped
-and says so.
+Running it again reuses the simulation and every step already done (nothing changed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import gemmi
+import pandas as pd
+import yaml
 
 from crystalscope.errors import CrystalscopeError
+from crystalscope.io.mtz import read_mtz
+from crystalscope.merge.compare import compare_sets
 from crystalscope.simulate.config import SerialConfig
 from crystalscope.simulate.serial import SerialSimulation, simulate_serial
 
-__all__ = ["DEFAULT_CRYSTALS", "MIN_CRYSTALS_TO_MERGE", "demo_config", "run_demo"]
+__all__ = [
+    "DEFAULT_CRYSTALS",
+    "D_CHECK",
+    "DemoResult",
+    "demo_config",
+    "run_config",
+    "run_demo",
+    "truth_cc",
+]
 
-#: Crystals simulated by default (about two minutes for the whole chain on 2 cores).
-DEFAULT_CRYSTALS = 150
-#: Fewer indexed crystals than this are not merged.
-MIN_CRYSTALS_TO_MERGE = 10
+#: Crystals simulated by default: with 3 dose fractions and an 80 % hit rate, about
+#: 1000 raw frames.
+DEFAULT_CRYSTALS = 270
+#: Resolution limit of the comparison with the truth, A.
+D_CHECK = 2.5
 
 
 def demo_config(n_crystals: int = DEFAULT_CRYSTALS, seed: int = 2026) -> SerialConfig:
@@ -58,106 +71,82 @@ def demo_config(n_crystals: int = DEFAULT_CRYSTALS, seed: int = 2026) -> SerialC
     )
 
 
-def _preprocess(out: Path, overwrite: bool) -> str:
-    from crystalscope.serial.config import PreprocessConfig
-    from crystalscope.serial.output import run_preprocess
+def run_config(sim: SerialSimulation) -> dict[str, Any]:
+    """The ``serial run`` configuration of the demo (paths relative to its file)."""
+    return {
+        "input": {"files": ["sim/frames.h5"], "geometry": "sim/detector.geom"},
+        "aggregate": {"enabled": True, "by": ["shot"]},
+        "cell": {"parameters": list(sim.base.cell.parameters), "space_group": "P 43 21 2"},
+        "dose": {"enabled": True, "by": ["shot"], "exposures": [1, 2, 3]},
+        "output": {"directory": "runs"},
+    }
 
-    cfg = PreprocessConfig.model_validate(
-        {
-            "input": {"files": [str(out / "sim" / "frames.h5")]},
-            "aggregate": {"enabled": True, "by": ["shot"]},
-            "compute": {"progress": False},
-            "output": {"directory": str(out / "preprocessed"), "overwrite": overwrite},
-        }
+
+def truth_cc(merged_mtz: str | Path, sim: SerialSimulation, d_min: float = D_CHECK) -> float:
+    """CC of merged intensities with the simulation's true ``|F|^2`` for ``d >= d_min``
+    (reflections paired by symmetry, as ``compare_hkl``)."""
+    merged = read_mtz(merged_mtz).table
+    truth = sim.sf.table
+    asu, _ = sim.base.to_asu(truth[["h", "k", "l"]].to_numpy())
+    unique = pd.DataFrame(asu, columns=["h", "k", "l"])
+    unique["I"] = truth["F2"].to_numpy()
+    unique = unique.drop_duplicates(["h", "k", "l"])
+    unique["sigma"] = 1.0
+    table = compare_sets(
+        unique, merged, sim.base.cell, sim.base.space_group, d_min=d_min, scale=False
     )
-    result, _ = run_preprocess(cfg)
-    return result.summary()
+    return float(table.loc["overall", "cc"])
 
 
-def _index(out: Path, cell: gemmi.UnitCell, overwrite: bool) -> tuple[str, int]:
-    from crystalscope.serial.index_config import IndexConfig
-    from crystalscope.serial.index_output import run_index
-
-    cfg = IndexConfig.model_validate(
-        {
-            "input": str(out / "preprocessed" / "preprocessed.h5"),
-            "cell": {"parameters": list(cell.parameters), "space_group": "P 43 21 2"},
-            "compute": {"progress": False},
-            "output": {"directory": str(out / "indexed"), "overwrite": overwrite},
-        }
-    )
-    result, _ = run_index(cfg)
-    return result.summary(), len(result.crystals)
-
-
-def _integrate(out: Path, overwrite: bool) -> str:
-    from crystalscope.serial.integrate_config import IntegrateConfig
-    from crystalscope.serial.integrate_output import run_integrate
-
-    cfg = IntegrateConfig.model_validate(
-        {
-            "indexed": str(out / "indexed"), "compute": {"progress": False},
-            "output": {"directory": str(out / "integrated"), "overwrite": overwrite},
-        }
-    )  # fmt: skip
-    result, _ = run_integrate(cfg)
-    return result.summary()
-
-
-def _merge(out: Path, overwrite: bool) -> tuple[str, dict[str, Path]]:
-    from crystalscope.merge.config import MergeConfig
-    from crystalscope.merge.run import run_merge
-
-    cfg = MergeConfig.model_validate(
-        {
-            "input": str(out / "integrated" / "observations.h5"),
-            "output": {"directory": str(out / "merged"), "overwrite": overwrite},
-        }
-    )
-    run = run_merge(cfg)
-    return run.summary(), run.paths
-
-
-def _say_lines(text: str, say: Callable[[str], None]) -> None:
-    for line in text.splitlines():
+def _simulate(out: Path, config: SerialConfig, say: Callable[[str], None]) -> None:
+    """Simulate into ``out/sim`` unless the same simulation is already there."""
+    sim_dir = out / "sim"
+    stamp = sim_dir / "demo-config.json"
+    wanted = config.model_dump_json()
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == wanted:
+        say(f"reusing the simulated data in {sim_dir}")
+        return
+    result = simulate_serial(config, sim_dir, overwrite=True, say=say)
+    for line in result.summary().splitlines():
         say(line)
+    stamp.write_text(wanted, encoding="utf-8")
+
+
+@dataclass
+class DemoResult:
+    """The demo's files by name and the CC of its merged data with the truth."""
+
+    paths: dict[str, Path]
+    truth_cc: float | None
 
 
 def run_demo(
     out: str | Path,
     n_crystals: int = DEFAULT_CRYSTALS,
     *,
-    overwrite: bool = False,
     say: Callable[[str], None] = print,
-) -> dict[str, Path]:
-    """Run the demo job into ``out``; return the written files by name."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CrystalscopeError("output directory is not empty; use --overwrite", path=out)
+) -> DemoResult:
+    """Run the demo job into ``out`` (module doc)."""
+    from crystalscope.serial.pipeline import load_run_config, run_serial
+
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise CrystalscopeError("is not a directory", path=out)
     config = demo_config(n_crystals)
     say(
         f"simulating {n_crystals} lysozyme-sized crystals, "
         f"{config.dose.frames_per_crystal} dose fractions each, hit rate {config.hit_fraction:.0%}"
     )
-    result = simulate_serial(config, out / "sim", overwrite=overwrite, say=say)
-    _say_lines(result.summary(), say)
-    files = {"frames": result.dataset, "geometry": result.geometry}
-    say("pre-processing (corrections, centre, peaks, ellipticity, background)")
-    _say_lines(_preprocess(out, overwrite), say)
-    say("indexing with the known cell")
-    cell = SerialSimulation.build(config).base.cell
-    text, n_indexed = _index(out, cell, overwrite)
-    _say_lines(text, say)
-    files["indexed"] = out / "indexed" / "crystals.csv"
-    say("integrating")
-    _say_lines(_integrate(out, overwrite), say)
-    files["observations"] = out / "integrated" / "observations.h5"
-    if n_indexed < MIN_CRYSTALS_TO_MERGE:
-        say(f"{n_indexed} crystals indexed: too few to merge (need {MIN_CRYSTALS_TO_MERGE})")
-        return files
-    say("scaling and merging (xsphere partiality model)")
-    text, paths = _merge(out, overwrite)
-    _say_lines(text, say)
-    files["merged_mtz"] = paths["merged_mtz"]
-    files["statistics_plot"] = paths["statistics_plot"]
-    return files
+    _simulate(out, config, say)
+    sim = SerialSimulation.build(config)
+    cfg_path = out / "serial-run.yaml"
+    cfg_path.write_text(yaml.safe_dump(run_config(sim), sort_keys=False), encoding="utf-8")
+    say(f"crystalscope serial run {cfg_path}")
+    run = run_serial(load_run_config(cfg_path), say=say)
+    say(run.summary())
+    cc = None
+    if "merged_mtz" in run.paths:
+        cc = truth_cc(run.paths["merged_mtz"], sim)
+        say(f"CC of the merged intensities with the simulation's truth (d >= {D_CHECK} A): "
+            f"{cc:.4f}")  # fmt: skip
+    return DemoResult({"config": cfg_path, **run.paths}, cc)

@@ -149,25 +149,32 @@ def test_convert_rejects_cross_family(
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The main job on few crystals: raw frames to a merged MTZ with statistics."""
+    """The main job on few crystals: raw frames to a merged MTZ, statistics and report;
+    run again, it reuses the simulation and every step."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--crystals", "24"]) == 0
     text = capsys.readouterr().out
     assert "simulating 24 lysozyme-sized crystals" in text
     assert "overall" in text and "CC1/2" in text  # the statistics table
+    assert "CC of the merged intensities with the simulation's truth" in text
+    run = out / "runs" / "run-001"
     for name in (
-        "sim/frames.h5",
         "preprocessed/preprocessed.h5",
         "indexed/crystals.csv",
         "integrated/observations.h5",
         "merged/merged.mtz",
         "merged/statistics.png",
+        "dose-series/dose_series.csv",
+        "report.html",
     ):
-        assert (out / name).is_file(), name  # fmt: skip
-    overall = pd.read_csv(out / "merged" / "statistics.csv").iloc[-1]
-    assert overall["cc_half"] > 0.9, overall.to_dict()  # 0.987 measured
+        assert (run / name).is_file(), name  # fmt: skip
+    assert str(run / "report.html") in text and str(run / "merged" / "merged.mtz") in text
+    overall = pd.read_csv(run / "merged" / "statistics.csv").iloc[-1]
+    assert overall["cc_half"] > 0.9, overall.to_dict()
     rec = _info_json(out / "sim" / "frames.h5", capsys)
     assert rec["format"] == "dataset" and rec["crystals"] == 24 * 3  # 3 dose fractions each
-    # a second run refuses to clobber unless asked
-    assert main(["demo", "--out", str(out), "--no-overwrite"]) == EXIT_USER_ERROR
+    assert main(["demo", "--out", str(out), "--crystals", "24"]) == 0
+    again = capsys.readouterr().out
+    assert "reusing the simulated data" in again and "computed" not in again
+    assert not (out / "runs" / "run-002").exists()
     shutil.rmtree(out)

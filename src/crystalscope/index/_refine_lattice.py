@@ -251,8 +251,15 @@ class LatticeModel:
         s2 = self.one_over_d(other, hkl)
         if not np.all(np.isfinite(s2)):
             s2 = s1
-        key = np.round(np.column_stack([s1, s2]) * 1e8).astype(np.int64)
-        _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+        # one int64 key (1e-8 1/A steps of both 1/d, each < 2^32): a 1-D unique is ~5x
+        # faster than np.unique(axis=0) and groups (and orders) the same way
+        k1 = np.round(s1 * 1e8).astype(np.int64)
+        k2 = np.round(s2 * 1e8).astype(np.int64)
+        if k1.max(initial=0) >= 2**31 or k2.max(initial=0) >= 2**32:
+            raise ConfigError(
+                "1/d beyond 21 1/A: not a diffraction pattern", field="max_one_over_d"
+            )
+        _, first, counts = np.unique((k1 << 32) | k2, return_index=True, return_counts=True)
         order = np.argsort(s1[first], kind="stable")
         return hkl[first][order], counts[order]
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from crystalscope.config import BeamConfig, ComputeConfig, StrictModel, relative_to_config
 from crystalscope.merge.config import MergingSection, StatisticsSection
@@ -49,7 +49,13 @@ from crystalscope.serial.config import (
 from crystalscope.serial.index_config import AmbiguityConfig, CellConfig, IndexingConfig
 from crystalscope.serial.integrate_config import DoseSeriesSection, IntegrationSection
 
-__all__ = ["ReportSection", "RunOutput", "SerialRunConfig", "resolve_paths"]
+__all__ = [
+    "ReportSection",
+    "RunDoseSection",
+    "RunOutput",
+    "SerialRunConfig",
+    "resolve_paths",
+]
 
 
 class RunOutput(StrictModel):
@@ -65,6 +71,16 @@ class ReportSection(StrictModel):
 
     enabled: bool = True
     title: str | None = Field(None, description="default: the run directory's name")
+
+
+class RunDoseSection(DoseSeriesSection):
+    """The dose series of a run: ``input`` defaults to the run's raw frames (one file)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RunDoseSection:  # replaces the parent's: input may be omitted
+        if not self.exposures or min(self.exposures) < 1:
+            raise ValueError("dose.exposures must be positive numbers of fractions")
+        return self
 
 
 class SerialRunConfig(StrictModel):
@@ -83,7 +99,7 @@ class SerialRunConfig(StrictModel):
     indexing: IndexingConfig = Field(default_factory=IndexingConfig)
     ambiguity: AmbiguityConfig = Field(default_factory=AmbiguityConfig)
     integration: IntegrationSection = Field(default_factory=IntegrationSection)
-    dose: DoseSeriesSection = Field(default_factory=DoseSeriesSection)
+    dose: RunDoseSection = Field(default_factory=RunDoseSection)
     space_group: str | None = Field(None, description="merging; default: the cell's")
     merging: MergingSection = Field(default_factory=MergingSection)
     statistics: StatisticsSection = Field(default_factory=StatisticsSection)
@@ -91,6 +107,12 @@ class SerialRunConfig(StrictModel):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     output: RunOutput = Field(default_factory=RunOutput)
+
+    @model_validator(mode="after")
+    def _dose_input(self) -> SerialRunConfig:
+        if self.dose.enabled and self.dose.input is None and len(self.input.files) != 1:
+            raise ValueError("dose.input (the raw movie frames) is needed with several inputs")
+        return self
 
 
 def _absolute(path: Path | None, base: Path | None) -> Path | None:
