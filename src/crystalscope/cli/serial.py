@@ -39,6 +39,17 @@ SchedulerOpt = Annotated[
 WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes/threads.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace earlier outputs.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")]
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML configuration file.")]
+InputsOpt = Annotated[
+    list[str] | None, typer.Option("--input", "-i", help="Files, globs or .lst (repeatable).")
+]
+GeometryOpt = Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")]
+WatchOpt = Annotated[
+    Path | None, typer.Option(help="On-line mode: follow this directory for new files.")
+]
+IdleOpt = Annotated[
+    float | None, typer.Option(help="On-line mode: stop after this many idle seconds.")
+]
 
 
 def _common(
@@ -83,19 +94,13 @@ app = typer.Typer(
 
 @app.command("preprocess")
 def preprocess(
-    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    config: ConfigArg = None,
     set_: SetOpt = None,
-    input_: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="Files, globs or .lst (repeatable).")
-    ] = None,
-    geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
+    input_: InputsOpt = None,
+    geometry: GeometryOpt = None,
     out: OutOpt = None,
-    watch: Annotated[
-        Path | None, typer.Option(help="On-line mode: follow this directory for new files.")
-    ] = None,
-    idle_timeout: Annotated[
-        float | None, typer.Option(help="On-line mode: stop after this many idle seconds.")
-    ] = None,
+    watch: WatchOpt = None,
+    idle_timeout: IdleOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -132,7 +137,7 @@ def preprocess(
 
 @app.command("index")
 def index(
-    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    config: ConfigArg = None,
     set_: SetOpt = None,
     input_: Annotated[
         Path | None, typer.Option("--input", "-i", help="preprocessed.h5 of `serial preprocess`.")
@@ -141,7 +146,7 @@ def index(
     space_group: Annotated[
         str | None, typer.Option(help="Space group (absences, indexing ambiguity).")
     ] = None,
-    geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
+    geometry: GeometryOpt = None,
     out: OutOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -163,7 +168,7 @@ def index(
 
 @app.command("integrate")
 def integrate(
-    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    config: ConfigArg = None,
     set_: SetOpt = None,
     input_: Annotated[
         Path | None,
@@ -197,12 +202,10 @@ def integrate(
 
 @app.command("run")
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML configuration file.")] = None,
+    config: ConfigArg = None,
     set_: SetOpt = None,
-    input_: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="Files, globs or .lst (repeatable).")
-    ] = None,
-    geometry: Annotated[Path | None, typer.Option(help="CrystFEL .geom file.")] = None,
+    input_: InputsOpt = None,
+    geometry: GeometryOpt = None,
     cell: Annotated[Path | None, typer.Option(help="CrystFEL unit cell file.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Root of the numbered run directories.")
@@ -210,12 +213,8 @@ def run(
     force: Annotated[
         bool, typer.Option(help="Recompute every step, replacing the latest run's results.")
     ] = False,
-    watch: Annotated[
-        Path | None, typer.Option(help="On-line mode: follow this directory for new files.")
-    ] = None,
-    idle_timeout: Annotated[
-        float | None, typer.Option(help="On-line mode: stop after this many idle seconds.")
-    ] = None,
+    watch: WatchOpt = None,
+    idle_timeout: IdleOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
 ) -> None:

@@ -46,7 +46,10 @@ def flat_sphere_fits(
             loser = twin_loser(start, turned) if turned is not None else None
             losers += [loser] if loser is not None else []
         lost = [x.model.rot for x in losers]  # and their copies from other starts
-        fits = [f for f in fits if distinct(f.model.rot, lost, sym, 1.0)]
+        remaining = [f for f in fits if distinct(f.model.rot, lost, sym, 1.0)]
+        if not remaining:  # every candidate lost a twin contest: leave them to the judge
+            break
+        fits = remaining
         new, _ = choose_fit(distinct_fits(fits, sym, 1.0), log_bg)
         if any(new is start for start in starts):
             break

@@ -17,6 +17,7 @@ shift ``(dx, dy)`` in mm moves the detector laterally as in
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -533,7 +534,12 @@ def _index_block(
     rows = []
     for frame, peaks, start in blocks:
         shift = (float(start[0]), float(start[1]))
-        solutions = index_frame(peaks, detector, params, wavelength=wavelength, shift_mm=shift)
+        try:
+            solutions = index_frame(peaks, detector, params, wavelength=wavelength, shift_mm=shift)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            # one frame's numerical failure must not stop a run of millions of frames
+            warnings.warn(f"frame {frame}: indexing failed ({exc}); left unindexed", stacklevel=1)
+            continue
         for number, sol in enumerate(solutions):
             row: dict[str, Any] = {"frame": frame, "crystal": number}
             cell = gemmi.UnitCell(*_cell_of(sol.UB))

@@ -79,6 +79,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numba
 import numpy as np
@@ -92,6 +93,7 @@ from crystalscope.model.distortion import EllipticalDistortion
 __all__ = [
     "EllipticityFit",
     "distortion_from_log_metric",
+    "draw_polar",
     "fit_ellipticity",
     "log_metric",
     "plot_ellipticity",
@@ -283,6 +285,18 @@ def _check_sigma(sigma_px: float) -> float:
     return float(sigma_px)
 
 
+def _check_search(max_ellipticity: float, grid_step: float) -> None:
+    if not (0.0 < max_ellipticity < 1.0):
+        raise ConfigError(
+            f"max_ellipticity must be in (0, 1), got {max_ellipticity}",
+            field="ellipticity.max_ellipticity",
+        )
+    if not (0.0 < grid_step <= 0.05):
+        raise ConfigError(
+            f"grid_step must be in (0, 0.05], got {grid_step}", field="ellipticity.grid_step"
+        )
+
+
 def _grid_search(score: _Scorer, rho_max: float, step: float) -> tuple[float, float]:
     g = np.arange(-rho_max, rho_max + 0.5 * step, step)
     g -= g[np.argmin(np.abs(g))]  # put a node on 0 (no distortion)
@@ -344,15 +358,7 @@ def fit_ellipticity(
         Invalid parameters.
     """
     sigma_px = _check_sigma(sigma_px)
-    if not (0.0 < max_ellipticity < 1.0):
-        raise ConfigError(
-            f"max_ellipticity must be in (0, 1), got {max_ellipticity}",
-            field="ellipticity.max_ellipticity",
-        )
-    if not (0.0 < grid_step <= 0.05):
-        raise ConfigError(
-            f"grid_step must be in (0, 0.05], got {grid_step}", field="ellipticity.grid_step"
-        )
+    _check_search(max_ellipticity, grid_step)
     x, y = _positions(dx, dy)
     r = np.hypot(x, y)
     lo, hi = _r_range(r, r_range_px)
@@ -470,6 +476,18 @@ def polar_histogram(
     return hist, r_edges, phi_edges
 
 
+def draw_polar(ax: Any, hist: np.ndarray, r_edges: np.ndarray, phi_edges: np.ndarray) -> None:
+    """Draw a :func:`polar_histogram` (square-root scale) with its azimuthal sum (the
+    virtual powder profile) in white, on the matplotlib axes ``ax``."""
+    extent = (r_edges[0], r_edges[-1], phi_edges[0], phi_edges[-1])
+    ax.imshow(np.sqrt(hist), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    profile = hist.sum(axis=0)
+    if profile.max() > 0:
+        scaled = phi_edges[0] + (phi_edges[-1] - phi_edges[0]) * profile / profile.max()
+        ax.plot(0.5 * (r_edges[1:] + r_edges[:-1]), scaled, color="white", lw=0.7)
+    ax.set_ylabel("azimuth (deg)")
+
+
 def plot_ellipticity(
     dx: ArrayLike,
     dy: ArrayLike,
@@ -528,13 +546,7 @@ def plot_ellipticity(
         hist, r_edges, phi_edges = polar_histogram(
             dx, dy, distortion=dist, r_range_px=r_range_px, n_r=n_r, n_phi=n_phi
         )
-        extent = (r_edges[0], r_edges[-1], phi_edges[0], phi_edges[-1])
-        ax.imshow(np.sqrt(hist), origin="lower", aspect="auto", extent=extent, cmap="magma")
-        profile = hist.sum(axis=0)
-        if profile.max() > 0:
-            scaled = phi_edges[0] + (phi_edges[-1] - phi_edges[0]) * profile / profile.max()
-            ax.plot(0.5 * (r_edges[1:] + r_edges[:-1]), scaled, color="white", lw=0.7)
-        ax.set_ylabel("azimuth (deg)")
+        draw_polar(ax, hist, r_edges, phi_edges)
         ax.set_title(f"{title} ({fit.n_peaks} peaks)", fontsize=10)
     axes[1].set_xlabel("radius (px)")
     target = Path(path)

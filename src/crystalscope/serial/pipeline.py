@@ -33,6 +33,7 @@ import yaml
 
 import crystalscope
 from crystalscope.config import merge_settings, parse_config
+from crystalscope.dataset.sources import Request
 from crystalscope.errors import CrystalscopeError, FormatError
 from crystalscope.io.atomic import atomic_write
 from crystalscope.serial.input_check import check_inputs
@@ -52,6 +53,7 @@ __all__ = [
     "MIN_CRYSTALS_TO_MERGE",
     "SerialRun",
     "StepContext",
+    "checked_inputs",
     "config_fingerprint",
     "load_run_config",
     "merge_step",
@@ -119,6 +121,7 @@ class StepContext:
     force: bool = False
     say: Callable[[str], None] = print
     outcomes: list[StepOutcome] = field(default_factory=list)
+    inputs: tuple[list[Request], dict[str, str]] | None = None
 
     def step(self, name: str, fp: str, compute: Callable[[Path], dict[str, Any]]) -> StepOutcome:
         """Run (or skip, or reuse) one step and report it."""
@@ -198,6 +201,8 @@ def _integrate(ctx: StepContext, pre: StepOutcome, idx: StepOutcome) -> StepOutc
     data = {**_sections(cfg, _INTEGRATE_KEYS), **_beam(cfg)}
     if cfg.dose.enabled and cfg.dose.input is None:
         data["dose"]["input"] = cfg.input.files[0] if len(cfg.input.files) == 1 else None
+    if "by" not in cfg.dose.model_fields_set:  # crystals are named as aggregation named them
+        data["dose"]["by"] = list(cfg.aggregate.by)
     fp = fingerprint("integrate", data, idx.record["fingerprint"], cfg.output.stream,
                      file_identity([data["dose"]["input"]]))  # fmt: skip
 
@@ -255,14 +260,27 @@ def _merge_dose(ctx: StepContext, integrated: StepOutcome) -> StepOutcome:
     return ctx.step("dose-series", fp, compute)
 
 
-def _write_inputs(ctx: StepContext) -> tuple[Path, str, dict[str, str]]:
-    """Check the input files, write the usable ones as ``inputs.lst``."""
-    cfg = ctx.cfg
+def checked_inputs(
+    cfg: SerialRunConfig, say: Callable[[str], None]
+) -> tuple[list[Request], dict[str, str]]:
+    """The usable input frames and ``{file: reason}`` of the unusable files.
+
+    Raises
+    ------
+    FormatError
+        No readable file at all, or a geometry that fits no file.
+    """
     good, skipped = check_inputs(cfg.input.files, cfg.input)
     for name, reason in skipped.items():
-        ctx.say(f"skipping {name}: {reason}")
+        say(f"skipping {name}: {reason}")
     if not good:
         raise FormatError("no readable input file", path=cfg.input.files[0], field="input.files")
+    return good, skipped
+
+
+def _write_inputs(ctx: StepContext) -> tuple[Path, str, dict[str, str]]:
+    """Check the input files (unless done), write the usable ones as ``inputs.lst``."""
+    good, skipped = ctx.inputs or checked_inputs(ctx.cfg, ctx.say)
     lst = ctx.run_dir / "inputs.lst"
     lines = [r.file if r.event is None else f"{r.file} //{r.event}" for r in good]
     with atomic_write(lst, overwrite=True) as fh:
@@ -356,13 +374,14 @@ def run_serial(
 
         with open_client(cfg.compute) as own:
             return run_serial(cfg, client=own, force=force, say=say)
+    inputs = checked_inputs(cfg, say)  # before a run directory exists: nothing left behind
     root = Path(cfg.output.directory)
     cfp = config_fingerprint(cfg)
     run_dir = choose_run_directory(root, cfp, force=force)
     say(f"run directory: {run_dir}")
     write_record(run_dir / RUN_RECORD_NAME, {"fingerprint": cfp, "complete": False})
     config_path = write_run_config(cfg, run_dir)
-    ctx = StepContext(cfg, run_dir, client=client, force=force, say=say)
+    ctx = StepContext(cfg, run_dir, client=client, force=force, say=say, inputs=inputs)
     run = run_steps(ctx)
     run.paths["config"] = config_path
     if cfg.report.enabled:

@@ -309,7 +309,7 @@ def _fit_ellipticity(
         halves = ", ".join(f"{r:.4f}" for r in fit.half_ratios)
         return None, (
             f"ellipticity not applied: the fit (ratio {fit.ratio:.4f}) is not confirmed by "
-            f"halves of the {fit.n_peaks} peaks (ratios {halves}); more frames are needed"
+            f"halves of the {fit.n_peaks} peaks (ratios {halves}): no distortion detectable"
         )
     return fit, None
 

@@ -29,7 +29,7 @@ from crystalscope.index.cell_refine import predicted_lines
 from crystalscope.index.powder import RadialHistograms, plot_radial_histograms, radial_histograms
 from crystalscope.io.crystfel_geom import read_geom
 from crystalscope.model.distortion import EllipticalDistortion
-from crystalscope.serial.ellipticity import polar_histogram
+from crystalscope.serial.ellipticity import draw_polar, polar_histogram
 from crystalscope.serial.index_output import index_output_paths
 from crystalscope.serial.indexing import IndexingInput, hit_vectors
 from crystalscope.serial.preprocess import load_preprocessed_detector
@@ -249,13 +249,7 @@ def plot_polar(parts: Sequence[PolarPeaks], *, n_r: int = 240, n_phi: int = 48) 
             )
             total = hist if total is None else total + hist
         assert total is not None
-        extent = (r_edges[0], r_edges[-1], phi_edges[0], phi_edges[-1])
-        ax.imshow(np.sqrt(total), origin="lower", aspect="auto", extent=extent, cmap="magma")
-        profile = total.sum(axis=0)
-        if profile.max() > 0:
-            scaled = phi_edges[0] + (phi_edges[-1] - phi_edges[0]) * profile / profile.max()
-            ax.plot(0.5 * (r_edges[1:] + r_edges[:-1]), scaled, color="white", lw=0.7)
-        ax.set_ylabel("azimuth (deg)")
+        draw_polar(ax, total, r_edges, phi_edges)
         ax.set_title(f"{title} ({n_peaks} peaks of hits)", fontsize=10)
     axes[1].set_xlabel("distance from the pattern centre (px)")
     return fig

@@ -74,7 +74,8 @@ class ReportSection(StrictModel):
 
 
 class RunDoseSection(DoseSeriesSection):
-    """The dose series of a run: ``input`` defaults to the run's raw frames (one file)."""
+    """The dose series of a run: ``input`` defaults to the run's raw frames (one file),
+    ``by`` to ``aggregate.by``."""
 
     @model_validator(mode="after")
     def _check(self) -> RunDoseSection:  # replaces the parent's: input may be omitted
