@@ -196,13 +196,12 @@ def watch_serial(
     while not (stop is not None and stop()):
         ready, busy = _new_files(folder, cfg, state, seen)
         taken = [path for path, age in ready if _take(path, age, ctx, state)]
-        if busy or len(taken) < len(ready):
-            last_new = time.monotonic()  # files are still arriving
         if taken:
             state.save(state_path)
-            last_new = time.monotonic()
             run = _update(ctx, state)
             say(f"{len(state.done)} files processed; report {run.paths.get('report')}")
+        if busy or ready:  # idle time counts from the end of the work, not its start
+            last_new = time.monotonic()
         idle = cfg.watch.idle_timeout_s
         if idle is not None and time.monotonic() - last_new > idle:
             break
