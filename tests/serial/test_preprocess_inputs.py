@@ -114,6 +114,20 @@ def test_tiff_frames(movie: Path, tmp_path: Path) -> None:
     assert (res.dataset.shots["num_peaks"] > 10).all()
 
 
+def test_missing_geometry_is_said_in_the_summary(movie: Path, tmp_path: Path) -> None:
+    """Without a geometry a flat panel is assumed; the summary must say so (a moved frames
+    file otherwise gives silently wrong resolutions: a 71.9 A cell for 79.1 A)."""
+    frames = Dataset.open(movie / "frames.h5").data[:2].compute()
+    for i, frame in enumerate(frames):
+        write_image(tmp_path / f"frame_{i:03d}.tif", frame, {})
+    cfg = _cfg(input={"files": [str(tmp_path / "frame_*.tif")]})
+    res = preprocess(open_input(cfg.input), cfg)
+    assert "no geometry file" in res.summary()
+    with_geom = _cfg(input={"files": [str(tmp_path / "frame_*.tif")],
+                            "geometry": str(movie / "detector.geom")})  # fmt: skip
+    assert "no geometry file" not in preprocess(open_input(with_geom.input), with_geom).summary()
+
+
 def test_distributed_cluster_gives_the_same_results(movie: Path) -> None:
     distributed = pytest.importorskip("distributed")
     cfg = _cfg(input={"files": [f"{movie / 'frames.h5'}"]})

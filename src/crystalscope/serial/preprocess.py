@@ -403,6 +403,12 @@ def preprocess(
     out.replace_stack("data", finished[:, 0])
     out.add_stack("mask", finished[:, 1].astype(np.uint8), overwrite=True)
     notes = [note] if note else []
+    if raw.geometry_path is None:
+        notes.append(
+            "no geometry file (input.geometry, or detector.geom beside the frames): a single "
+            "panel of 55 um pixels at 1000 mm with the centre in the middle is assumed; "
+            "resolutions and cells are only right with the real geometry"
+        )
     return PreprocessResult(out, raw_out, detector, rejected.reset_index(drop=True), fit,
                             seconds, notes)  # fmt: skip
 
