@@ -78,9 +78,11 @@ def test_unchanged_run_is_skipped_and_changed_merge_reuses_earlier_steps(
     again = run_serial(load_run_config(cfg_path), say=_quiet)
     assert again.directory == first.directory
     assert [s.status for s in again.steps] == ["up to date"] * 4
-    changed = run_serial(load_run_config(cfg_path, {"merging.n_cycles": 1}), say=_quiet)
+    said: list[str] = []
+    changed = run_serial(load_run_config(cfg_path, {"merging.n_cycles": 1}), say=said.append)
     assert changed.directory.name == "run-002"
     assert [s.status for s in changed.steps] == ["reused", "reused", "reused", "computed"]
+    assert [m for m in said if m.endswith(": running")] == ["merged: running"]
     # the earlier run is untouched, the reused files are the same files (hard links)
     old = first.directory / "indexed" / "indexed.h5"
     assert os.path.samefile(old, changed.directory / "indexed" / "indexed.h5")

@@ -230,7 +230,6 @@ def run(
         "watch.idle_timeout_s": idle_timeout,
         **_common(out, False, scheduler, workers),
     }
-    shortcuts.pop("output.overwrite")
     if workers and not scheduler:
         shortcuts["compute.scheduler"] = "distributed"
     cfg = load_run_config(config, shortcuts, sets=set_)

@@ -44,7 +44,6 @@ from crystalscope.serial.rundir import (
     choose_run_directory,
     file_identity,
     fingerprint,
-    read_record,
     run_step,
     write_record,
 )
@@ -98,7 +97,8 @@ class SerialRun:
 
 
 def _sections(cfg: SerialRunConfig, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: cfg.model_dump(mode="json")[k] for k in keys}
+    data = cfg.model_dump(mode="json")
+    return {k: data[k] for k in keys}
 
 
 def config_fingerprint(cfg: SerialRunConfig) -> str:
@@ -125,10 +125,10 @@ class StepContext:
 
     def step(self, name: str, fp: str, compute: Callable[[Path], dict[str, Any]]) -> StepOutcome:
         """Run (or skip, or reuse) one step and report it."""
-        record = read_record(self.run_dir / name / "step.json")
-        if self.force or record is None or record.get("fingerprint") != fp:
-            self.say(f"{name}: running")
-        outcome = run_step(self.run_dir, name, fp, compute, force=self.force)
+        outcome = run_step(
+            self.run_dir, name, fp, compute, force=self.force,
+            on_compute=lambda: self.say(f"{name}: running"),
+        )  # fmt: skip
         self.say(f"{name}: {outcome.status} ({outcome.seconds:.1f} s)")
         self.outcomes.append(outcome)
         return outcome

@@ -169,11 +169,13 @@ def run_step(
     *,
     force: bool = False,
     clock: Callable[[], float] | None = None,
+    on_compute: Callable[[], None] | None = None,
 ) -> StepOutcome:
     """Bring the step ``name`` of ``run_dir`` up to date with fingerprint ``fp``.
 
     ``compute(directory)`` writes the step's files into ``directory`` and returns extra
-    JSON-compatible facts for the record (counts, summary lines).
+    JSON-compatible facts for the record (counts, summary lines).  ``on_compute()`` is
+    called just before, when the step has to be computed (neither up to date nor reused).
     """
     now = clock or time.perf_counter
     start = now()
@@ -191,6 +193,8 @@ def run_step(
         record = read_record(target / RECORD_NAME) or {}
         return StepOutcome(name, "reused", now() - start, target, record)
     target.mkdir(parents=True)
+    if on_compute is not None:
+        on_compute()
     facts = compute(target)
     seconds = now() - start
     record = {"step": name, "fingerprint": fp, "seconds": seconds, **facts}
