@@ -26,10 +26,12 @@ from crystalscope.errors import DataError
 if TYPE_CHECKING:
     from crystalscope.dataset.core import Dataset
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "group_rows"]
 
 
-def _groups(shots: pd.DataFrame, by: list[str]) -> list[np.ndarray]:
+def group_rows(shots: pd.DataFrame, by: list[str]) -> list[np.ndarray]:
+    """Row positions of each group of ``shots`` with equal ``by`` values, in the order of
+    the sorted keys (rows in table order within a group; rows with a NaN key in none)."""
     missing = [c for c in by if c not in shots]
     if missing:
         raise DataError("no such column in the shots table", field=missing[0])
@@ -115,7 +117,7 @@ def aggregate(
             raise DataError("no such stack", field=name)
         if name in PEAK_STACKS:
             raise DataError("peak lists cannot be summed or averaged; find peaks again", field=name)
-    groups = _groups(ds.shots, keys)
+    groups = group_rows(ds.shots, keys)
     new_stacks = {}
     for name in names:
         parts = [_reduce(ds[name], g, how, dtype) for g in groups]

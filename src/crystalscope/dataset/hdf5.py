@@ -19,6 +19,7 @@ that any HDF5 tool reads them without plugins.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from crystalscope.dataset import tables
+from crystalscope.dataset.chunks import ChunkPlan, can_encode, chunk_plan, encode_chunk
 from crystalscope.dataset.reader import H5Array, open_fresh
 from crystalscope.dataset.stacks import FRAME_STACK, PEAK_DTYPES, PEAK_STACKS, frames_per_chunk
 from crystalscope.errors import DataError, FormatError
@@ -93,11 +95,12 @@ class _Counter:
 WRITE_BATCH_BYTES = 16 * 2**20
 
 
-def _batch_frames(stacks: Mapping[str, da.Array], n_frames: int) -> int:
-    """Frames per write batch: at least two per worker thread, otherwise ~16 MB."""
+def _batch_frames(stacks: Mapping[str, da.Array], n_frames: int, scale: int = 1) -> int:
+    """Frames per write batch: at least two per worker thread, otherwise ~16 MB (``scale``
+    times that when the batch is kept compressed)."""
     per_frame = sum(int(a.nbytes) // max(n_frames, 1) for a in stacks.values())
     threads = 2 * (os.cpu_count() or 1)
-    return max(threads, min(n_frames, WRITE_BATCH_BYTES // max(per_frame, 1)))
+    return max(threads, min(n_frames, scale * WRITE_BATCH_BYTES // max(per_frame, 1)))
 
 
 def _stack_for_file(name: str, array: da.Array) -> da.Array:
@@ -189,12 +192,16 @@ def write_dataset(
 def _store_stacks(
     group: h5py.Group, stacks: Mapping[str, da.Array], compress: bool, progress: Progress | None
 ) -> None:
-    """Compute the stacks batch by batch on local threads and write each batch.
+    """Compute the stacks on local threads and write them.
 
-    Each batch of frames is computed in parallel and written before the next starts, so
-    memory holds at most one batch (~16 MB, at least two frames per thread) whatever the
-    scheduler's ordering and however slow the disk.  h5py handles cannot travel to other
-    processes, so the writes always happen here.
+    Frame stacks stored one frame per chunk are compressed by the worker threads as each
+    chunk is computed (:func:`~crystalscope.dataset.chunks.encode_chunk`) and written
+    straight away, only the chunk write holding HDF5's lock (one ``da.store`` over all
+    of them, so that the graph is optimised once and stacks computed together, e.g. the
+    frames and masks of one map, share the work).  The other stacks are computed batch by
+    batch and written before the next batch starts, so memory holds at most one batch
+    (~16 MB, at least two frames per thread).  h5py handles cannot travel to other
+    processes, so the writes always happen in this process.
     """
     total = sum(int(arr.nbytes) for arr in stacks.values())
     counter = _Counter(total, progress)
@@ -204,14 +211,47 @@ def _store_stacks(
         progress(0, total)
     if not names:
         return
-    n = int(stacks[names[0]].shape[0])
-    step = _batch_frames({k: stacks[k] for k in names}, n)
+    plans = {name: chunk_plan(targets[name]) for name in names}
+    lock = threading.Lock()
+    writers = {
+        name: _ChunkWriter(targets[name], plan, counter, lock)
+        for name, plan in plans.items()
+        if plan is not None and can_encode(plan)
+    }
+    if writers:
+        with dask.config.set(scheduler="threads"):
+            da.store([stacks[k] for k in writers], list(writers.values()), lock=False)  # type: ignore[arg-type]
+    rest = [k for k in names if k not in writers]
+    if not rest:
+        return
+    n = int(stacks[rest[0]].shape[0])
+    step = _batch_frames({k: stacks[k] for k in rest}, n)
     for start in range(0, n, step):
         stop = min(n, start + step)
         with dask.config.set(scheduler="threads"):
-            values = dask.compute(*(stacks[k][start:stop] for k in names))
-        for name, value in zip(names, values, strict=True):
+            values = dask.compute(*(stacks[k][start:stop] for k in rest))
+        for name, value in zip(rest, values, strict=True):
             _write_batch(targets[name], start, np.asarray(value), counter)
+
+
+class _ChunkWriter:
+    """A ``da.store`` target that compresses frames in the calling (worker) thread and
+    writes the chunks with ``write_direct_chunk`` under ``lock``."""
+
+    def __init__(
+        self, dset: h5py.Dataset, plan: ChunkPlan, counter: _Counter, lock: threading.Lock
+    ) -> None:
+        self.dset, self.plan, self.counter, self.lock = dset, plan, counter, lock
+        self.shape, self.dtype, self.ndim = dset.shape, dset.dtype, dset.ndim
+
+    def __setitem__(self, index: tuple[slice, ...], value: np.ndarray) -> None:
+        start = index[0].start or 0
+        encoded = [encode_chunk(frame, self.plan) for frame in value]
+        tail = (0,) * (self.ndim - 1)
+        with self.lock:
+            for i, data in enumerate(encoded):
+                self.dset.id.write_direct_chunk((start + i, *tail), data)
+                self.counter.add(self.plan.frame_bytes)
 
 
 def _write_batch(dset: h5py.Dataset, start: int, value: np.ndarray, counter: _Counter) -> None:

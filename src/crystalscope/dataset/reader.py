@@ -27,6 +27,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other filters with HDF5)
 import numpy as np
 
+from crystalscope.dataset.chunks import ChunkPlan, chunk_plan, decode_chunk
 from crystalscope.errors import FormatError
 
 __all__ = ["H5Array", "close_all", "close_files", "file_stamp", "open_fresh", "open_h5", "read_h5"]
@@ -34,6 +35,7 @@ __all__ = ["H5Array", "close_all", "close_files", "file_stamp", "open_fresh", "o
 _MAX_OPEN = 32
 _CACHE: OrderedDict[tuple[str, int, int, int], h5py.File] = OrderedDict()
 _LOCK = threading.RLock()
+_PLANS: dict[tuple[str, int, int, int, str], ChunkPlan | None] = {}
 
 
 def _key(path: str) -> tuple[str, int, int, int]:
@@ -136,32 +138,96 @@ def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     return _key(os.fspath(path))[1:]
 
 
+def _node(path: str, h5path: str, stamp: tuple[int, int, int] | None) -> h5py.Dataset:
+    handle = open_h5(path, stamp)
+    try:
+        node = handle[h5path]
+    except KeyError:
+        raise FormatError("HDF5 dataset not found", path=path, field=h5path) from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise FormatError(f"cannot open HDF5 object: {exc}", path=path, field=h5path) from None
+    if not isinstance(node, h5py.Dataset):
+        raise FormatError("is an HDF5 group, not a dataset", path=path, field=h5path)
+    return node
+
+
+def _read_node(node: h5py.Dataset, index: Any, path: str, h5path: str) -> Any:
+    try:
+        if h5py.check_string_dtype(node.dtype) is not None:
+            return node.asstr()[index]
+        return node[index]
+    except (OSError, RuntimeError) as exc:
+        raise FormatError(
+            f"cannot read data (truncated or corrupt file?): {exc}", path=path, field=h5path
+        ) from None
+
+
+def _whole_frames(index: Any, shape: tuple[int, ...]) -> tuple[range, bool] | None:
+    """The axis-0 entries ``index`` selects when it takes whole frames (full slices on
+    every other axis), and whether axis 0 is dropped (an integer index); else None."""
+    items = index if isinstance(index, tuple) else (index,)
+    if not items or len(items) > len(shape) or len(shape) < 2:
+        return None
+    for item, n in zip(items[1:], shape[1:], strict=False):
+        if not isinstance(item, slice) or item.indices(n) != (0, n, 1):
+            return None
+    first = items[0]
+    if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+        i = int(first) + (shape[0] if first < 0 else 0)
+        return (range(i, i + 1), True) if 0 <= i < shape[0] else None
+    if isinstance(first, slice):
+        start, stop, step = first.indices(shape[0])
+        return (range(start, stop), False) if step == 1 and stop > start else None
+    return None
+
+
+def _raw_chunks(
+    node: h5py.Dataset, frames: range, key: tuple[str, int, int, int, str]
+) -> list[bytes] | None:
+    """Stored bytes of the chunks of ``frames`` when they can be decoded here, else None."""
+    if key not in _PLANS:
+        _PLANS[key] = chunk_plan(node)
+    if _PLANS[key] is None:
+        return None
+    tail = (0,) * (node.ndim - 1)
+    out = []
+    try:
+        for i in frames:
+            mask, data = node.id.read_direct_chunk((i, *tail))
+            if mask:
+                return None
+            out.append(data)
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return None
+    return out
+
+
 def read_h5(
     path: str, h5path: str, index: Any = (), stamp: tuple[int, int, int] | None = None
 ) -> Any:
     """Read ``index`` of the dataset ``h5path`` in ``path``; errors name file and path.
 
     The read holds this module's lock, so a handle cannot be closed by the cache while
-    it is in use (h5py serialises calls into HDF5 anyway).
+    it is in use (h5py serialises calls into HDF5 anyway).  Whole frames of a dataset
+    stored one frame per chunk are fetched compressed under the lock and decompressed
+    after it is released (:mod:`crystalscope.dataset.chunks`), so that threads
+    decompress in parallel.
     """
     with _LOCK:
-        handle = open_h5(path, stamp)
-        try:
-            node = handle[h5path]
-        except KeyError:
-            raise FormatError("HDF5 dataset not found", path=path, field=h5path) from None
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise FormatError(f"cannot open HDF5 object: {exc}", path=path, field=h5path) from None
-        if not isinstance(node, h5py.Dataset):
-            raise FormatError("is an HDF5 group, not a dataset", path=path, field=h5path)
-        try:
-            if h5py.check_string_dtype(node.dtype) is not None:
-                return node.asstr()[index]
-            return node[index]
-        except (OSError, RuntimeError) as exc:
-            raise FormatError(
-                f"cannot read data (truncated or corrupt file?): {exc}", path=path, field=h5path
-            ) from None
+        node = _node(path, h5path, stamp)
+        frames = _whole_frames(index, node.shape)
+        key = (os.path.realpath(path), *(stamp or file_stamp(path)), h5path)
+        raw = _raw_chunks(node, frames[0], key) if frames is not None else None
+        if raw is None:
+            return _read_node(node, index, path, h5path)
+        plan = _PLANS[key]
+    assert plan is not None and frames is not None
+    try:
+        decoded = [decode_chunk(data, plan) for data in raw]
+    except ValueError:
+        with _LOCK:  # let HDF5 itself read (and report) what would not decode here
+            return _read_node(_node(path, h5path, stamp), index, path, h5path)
+    return decoded[0] if frames[1] else np.stack(decoded)
 
 
 class H5Array:

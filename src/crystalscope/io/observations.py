@@ -4,7 +4,7 @@ The file written by ``crystalscope serial integrate`` and read by ``crystalscope
 
     /observations/<column>     one 1-D dataset per column of the observation table
                                (crystalscope.integrate.observations.OBSERVATION_COLUMNS,
-                               and any extra numeric columns), gzip-compressed
+                               and any extra numeric columns), bitshuffle/LZ4-compressed
     /observations@cell         (a, b, c, alpha, beta, gamma), A and degrees
     /observations@space_group  extended Hermann-Mauguin symbol (gemmi ``xhm``)
     /observations@wavelength   A
@@ -25,6 +25,7 @@ from typing import Any
 
 import gemmi
 import h5py
+import hdf5plugin
 import numpy as np
 import pandas as pd
 
@@ -68,6 +69,11 @@ class ObservationFile:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: bitshuffle + LZ4: about ten times faster than gzip on these float columns and
+#: readable wherever the frames are (h5py with ``hdf5plugin``).
+_COMPRESSION: dict[str, Any] = dict(hdf5plugin.Bitshuffle(cname="lz4"))
+
+
 def write_observations(
     data: ObservationFile, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
@@ -93,7 +99,7 @@ def write_observations(
         for name in data.table.columns:
             values = data.table[name].to_numpy()
             chunks = (min(len(values), 65536),) if len(values) else None
-            group.create_dataset(str(name), data=values, compression="gzip", chunks=chunks)
+            group.create_dataset(str(name), data=values, chunks=chunks, **_COMPRESSION)
         group.attrs["cell"] = np.array(data.cell.parameters, dtype=float)
         group.attrs["space_group"] = data.space_group.xhm()
         group.attrs["wavelength"] = float(data.wavelength)

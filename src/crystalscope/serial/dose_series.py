@@ -21,18 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 
 from crystalscope.config import relative_to_config
 from crystalscope.dataset import Dataset
+from crystalscope.dataset.aggregate import group_rows
 from crystalscope.errors import ConfigError, CrystalscopeError, DataError
+from crystalscope.integrate.observations import empty_observations
+from crystalscope.parallel import compute
 from crystalscope.serial.integrate_config import DoseSeriesSection, IntegrateConfig
 from crystalscope.serial.integration import (
+    FRAMES_PER_TASK,
     IntegrationInput,
     IntegrationJob,
     IntegrationResult,
-    integrate_frames,
+    integrate_block,
 )
 
 __all__ = ["DoseExposure", "carry_crystals", "integrate_dose_series"]
@@ -107,6 +112,82 @@ def _exposure_dose(raw: Dataset, section: DoseSeriesSection, n: int) -> float:
     return float(last.iloc[-1] + 0.5 * step) if len(last) else float("nan")
 
 
+def _exposure_query(section: DoseSeriesSection, n: int) -> str:
+    col = section.fraction_column
+    return f"`{col}` >= {section.first} and `{col}` < {section.first + n}"
+
+
+def _integrate_movies(
+    movies: list[Any],
+    fractions: list[np.ndarray],
+    crystals: list[list[pd.DataFrame | None]],
+    job: IntegrationJob,
+    limits: list[int],
+) -> list[pd.DataFrame]:
+    """Observations per exposure for a block of movies, each read once.
+
+    ``movies[i]`` holds the fractions ``fractions[i]`` (sorted) of one crystal's movie;
+    the exposure ending before fraction ``limits[e]`` is the sum of the fractions below
+    it, integrated for ``crystals[i][e]`` (None: not on that exposure).
+    """
+    tables: list[list[pd.DataFrame]] = [[] for _ in limits]
+    for movie, frac, wanted in zip(movies, fractions, crystals, strict=True):
+        total = np.zeros(movie.shape[1:], np.float32)
+        used = 0
+        for e, limit in enumerate(limits):
+            n = int(np.searchsorted(frac, limit))
+            for k in range(used, n):
+                total += movie[k]
+            used = n
+            if wanted[e] is not None and n > 0:
+                tables[e].append(integrate_block(total[np.newaxis], None, [wanted[e]], job))
+    return [
+        pd.concat([t for t in ts if len(t)], ignore_index=True)
+        if any(len(t) for t in ts)
+        else empty_observations()
+        for ts in tables
+    ]
+
+
+def _movie_tasks(
+    raw: Dataset,
+    section: DoseSeriesSection,
+    exposures: list[int],
+    crystals: list[pd.DataFrame],
+    summed: list[Dataset],
+    job: Any,
+) -> list[Any]:
+    """One dask task per :data:`FRAMES_PER_TASK` movies: read the fractions of the longest
+    exposure once and integrate every exposure of each movie."""
+    sel = raw.select(_exposure_query(section, max(exposures)))
+    by, col = list(section.by), section.fraction_column
+    by_frame = [dict(tuple(c.groupby("frame", sort=False))) for c in crystals]
+    frame_of = [
+        dict(zip(map(tuple, s.shots[by].to_numpy().tolist()), s.shots["frame"], strict=True))
+        for s in summed
+    ]
+    limits = [section.first + n for n in exposures]
+    movies, fractions, wanted = [], [], []
+    for rows in group_rows(sel.shots, by):
+        key = tuple(sel.shots[by].iloc[rows[0]].tolist())
+        per_exposure = [by_frame[e].get(frame_of[e].get(key, -1)) for e in range(len(exposures))]
+        if all(w is None for w in per_exposure):
+            continue
+        frac = sel.shots[col].to_numpy()[rows]
+        order = np.argsort(frac, kind="stable")
+        rows, frac = rows[order], frac[order]
+        part = sel.data[rows] if np.any(np.diff(rows) != 1) else sel.data[rows[0] : rows[-1] + 1]
+        movies.append(part)
+        fractions.append(frac)
+        wanted.append(per_exposure)
+    tasks = []
+    for i in range(0, len(movies), FRAMES_PER_TASK):
+        block = slice(i, i + FRAMES_PER_TASK)
+        task = dask.delayed(_integrate_movies, pure=True)
+        tasks.append(task(movies[block], fractions[block], wanted[block], job, limits))
+    return tasks
+
+
 def integrate_dose_series(
     data: IntegrationInput,
     reference: IntegrationResult,
@@ -119,12 +200,14 @@ def integrate_dose_series(
 
     ``reference`` is the integration of the indexed frames: its resolution range,
     parameters and crystal numbers are reused so that the exposures differ only in dose.
+    Every movie is read once: the exposures are its running sums.
 
     Raises
     ------
     DataError
         If no crystal of the indexed data is found in the movie frames.
     """
+    t0 = time.perf_counter()
     section = cfg.dose
     raw = _raw_movie(section, base)
     detector = data.frames.detector
@@ -133,29 +216,31 @@ def integrate_dose_series(
         detector, reference.wavelength, params, reference.d_min, reference.d_max,
         data.space_group.xhm(), detector.bad_pixel_mask(detector.raw_shape),
     )  # fmt: skip
-    out = []
-    for n in sorted(set(section.exposures)):
-        t0 = time.perf_counter()
-        query = (
-            f"`{section.fraction_column}` >= {section.first} and "
-            f"`{section.fraction_column}` < {section.first + n}"
-        )
-        summed = raw.aggregate(section.by, "sum", query=query, stacks=["data"], dtype=np.float32)
-        crystals = carry_crystals(
-            reference.crystals, data.frames.dataset.shots, summed.shots, section.by
-        )
-        if crystals.empty:
-            raise DataError(
-                "no indexed crystal was found in the movie frames (matched by "
-                f"{', '.join(section.by)})", path=section.input, field="dose.by",
-            )  # fmt: skip
-        obs = integrate_frames(
-            summed, crystals, job, compute_config=cfg.compute, client=client,
-            description=f"integration, {n} fraction(s)",
+    exposures = sorted(set(section.exposures))
+    summed = [
+        raw.aggregate(section.by, "sum", query=_exposure_query(section, n), stacks=[])
+        for n in exposures
+    ]
+    crystals = [
+        carry_crystals(reference.crystals, data.frames.dataset.shots, s.shots, section.by)
+        for s in summed
+    ]
+    if all(c.empty for c in crystals):
+        raise DataError(
+            "no indexed crystal was found in the movie frames (matched by "
+            f"{', '.join(section.by)})", path=section.input, field="dose.by",
         )  # fmt: skip
+    shared: Any = client.scatter(job, broadcast=True) if client is not None else dask.delayed(job)
+    tasks = _movie_tasks(raw, section, exposures, crystals, summed, shared)
+    done = compute(*tasks, config=cfg.compute, client=client, description="dose series")
+    seconds = (time.perf_counter() - t0) / len(exposures)
+    out = []
+    for e, n in enumerate(exposures):
+        parts = [d[e] for d in done if len(d[e])]
+        obs = pd.concat(parts, ignore_index=True) if parts else empty_observations()
         result = dataclasses.replace(
-            reference, observations=obs, crystals=crystals, params=params,
-            seconds=time.perf_counter() - t0, notes=[],
+            reference, observations=obs, crystals=crystals[e], params=params,
+            seconds=seconds, notes=[],
         )  # fmt: skip
         out.append(DoseExposure(n, _exposure_dose(raw, section, n), result))
     return out

@@ -49,6 +49,7 @@ __all__ = [
     "IntegrationInput",
     "IntegrationJob",
     "IntegrationResult",
+    "integrate_block",
     "integrate_frames",
     "integrate_serial",
     "integration_params",
@@ -210,9 +211,10 @@ class IntegrationJob:
     static_mask: np.ndarray | None = None
 
 
-def _integrate_block(
+def integrate_block(
     frames: np.ndarray, masks: np.ndarray | None, groups: list[pd.DataFrame], job: IntegrationJob
 ) -> pd.DataFrame:
+    """Observations of ``groups[i]`` (the crystals of frame i) on each of ``frames``."""
     tables = []
     for n, (frame, crystals) in enumerate(zip(frames, groups, strict=True)):
         mask = job.static_mask
@@ -250,7 +252,7 @@ def integrate_frames(
         groups = [by_frame[f] for f in frame_ids[start:stop]]
         block_masks = masks[start:stop] if masks is not None else None
         tasks.append(
-            dask.delayed(_integrate_block, pure=True)(
+            dask.delayed(integrate_block, pure=True)(
                 ds.data[start:stop], block_masks, groups, shared
             )
         )
