@@ -95,12 +95,11 @@ class _Counter:
 WRITE_BATCH_BYTES = 16 * 2**20
 
 
-def _batch_frames(stacks: Mapping[str, da.Array], n_frames: int, scale: int = 1) -> int:
-    """Frames per write batch: at least two per worker thread, otherwise ~16 MB (``scale``
-    times that when the batch is kept compressed)."""
+def _batch_frames(stacks: Mapping[str, da.Array], n_frames: int) -> int:
+    """Frames per write batch: at least two per worker thread, otherwise ~16 MB."""
     per_frame = sum(int(a.nbytes) // max(n_frames, 1) for a in stacks.values())
     threads = 2 * (os.cpu_count() or 1)
-    return max(threads, min(n_frames, scale * WRITE_BATCH_BYTES // max(per_frame, 1)))
+    return max(threads, min(n_frames, WRITE_BATCH_BYTES // max(per_frame, 1)))
 
 
 def _stack_for_file(name: str, array: da.Array) -> da.Array:
