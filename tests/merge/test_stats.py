@@ -359,6 +359,27 @@ def test_wilson_fit_recovers_b(normalisation: Normalisation) -> None:
     assert np.all(fit.one_over_d2[fit.used] > 1 / 16)
 
 
+def test_wilson_fit_leaves_out_bins_of_noise() -> None:
+    """Beyond the data's resolution the mean intensity is noise around zero; those bins
+    must not bend the fit (check_hkl's fit, ``min_snr=None``, is bent by them)."""
+    merged = _wilson_table(25.0, "crystfel")
+    beyond = 1.0 / np.sqrt(_one_over_d2(merged)) < 2.2
+    rng = np.random.default_rng(7)
+    merged.loc[beyond, "I"] = np.abs(rng.normal(0.0, 1.0, int(beyond.sum())))
+    merged["sigma"] = np.where(beyond, 1.0, 0.01 * merged["I"])
+    fit = wilson_fit(merged, HEWL_CELL, space_group="P 43 21 2")
+    # the one bin that straddles 2.2 A holds signal and noise: a small bias remains
+    assert fit.b_factor == pytest.approx(25.0, abs=3.5), fit.b_factor
+    assert np.all(fit.one_over_d2[fit.used] < 1 / 2.15**2)
+    bent = wilson_fit(merged, HEWL_CELL, space_group="P 43 21 2", min_snr=None)
+    assert abs(bent.b_factor - 25.0) > 5.0, bent.b_factor
+
+
+def _one_over_d2(merged: pd.DataFrame) -> np.ndarray:
+    hkl = merged[["h", "k", "l"]].to_numpy(dtype=int)
+    return np.array([HEWL_CELL.calculate_1_d2(list(map(int, h))) for h in hkl])
+
+
 def test_wilson_bins_as_check_hkl() -> None:
     merged = _wilson_table(20.0, "none")
     fit = wilson_fit(merged, HEWL_CELL, d_range=(3.2, None), n_bins=10, normalisation="none")

@@ -37,10 +37,33 @@ def _frame_into(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
 def _polar(h: np.ndarray) -> np.ndarray:
     """Proper rotation maximising ``tr(R^T H)`` (Wahba / Kabsch through the SVD)."""
     u, _, vt = np.linalg.svd(h)
-    if np.linalg.det(u @ vt) < 0:
+    if _det3(u) * _det3(vt) < 0:
         for k in range(3):
             u[k, 2] = -u[k, 2]
-    return u @ vt
+    return _matmul3(u, vt)
+
+
+@numba.njit(cache=True, nogil=True)
+def _det3(m: np.ndarray) -> float:
+    """Determinant of a 3x3 matrix."""
+    return (
+        m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
+        - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
+        + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0])
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _inv3(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 3x3 matrix (adjugate over determinant; NaN when singular)."""
+    det = _det3(m)
+    out = np.empty((3, 3))
+    for r in range(3):
+        for c in range(3):
+            r1, r2 = (c + 1) % 3, (c + 2) % 3  # cofactor of (c, r), cyclic form
+            c1, c2 = (r + 1) % 3, (r + 2) % 3
+            out[r, c] = (m[r1, c1] * m[r2, c2] - m[r1, c2] * m[r2, c1]) / det
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -332,8 +355,8 @@ def quick_refine(
     used = 0
     s2 = 0.0
     for it in range(n_iter + 1):
-        ub = rot @ b_mat
-        a_inv = np.linalg.inv(ub)
+        ub = _matmul3(rot, b_mat)
+        a_inv = _inv3(ub)
         acc = np.zeros((3, 3))
         sx = 0.0
         sy = 0.0
@@ -387,21 +410,25 @@ def assign_peaks(
     """
     n = q.shape[0]
     k = 1.0 / wavelength
-    a = np.linalg.inv(ub)
+    a = _inv3(ub)
     hkl = np.empty((n, 3))
     resid = np.empty((n, 3))
     s = np.empty(n)
-    for i in range(n):
-        h = np.round(a @ q[i])
-        p = ub @ h
-        ux, uy, uz = p[0], p[1], p[2] + k
+    for i in range(n):  # scalar 3x3 products: no temporaries, no BLAS call per peak
+        q0, q1, q2 = q[i, 0], q[i, 1], q[i, 2]
+        h0 = np.round(a[0, 0] * q0 + a[0, 1] * q1 + a[0, 2] * q2)
+        h1 = np.round(a[1, 0] * q0 + a[1, 1] * q1 + a[1, 2] * q2)
+        h2 = np.round(a[2, 0] * q0 + a[2, 1] * q1 + a[2, 2] * q2)
+        ux = ub[0, 0] * h0 + ub[0, 1] * h1 + ub[0, 2] * h2
+        uy = ub[1, 0] * h0 + ub[1, 1] * h1 + ub[1, 2] * h2
+        uz = ub[2, 0] * h0 + ub[2, 1] * h1 + ub[2, 2] * h2 + k
         rho = np.sqrt(ux * ux + uy * uy + uz * uz)
         f = k / rho
-        resid[i, 0] = q[i, 0] - f * ux
-        resid[i, 1] = q[i, 1] - f * uy
-        resid[i, 2] = q[i, 2] - (f * uz - k)
+        resid[i, 0] = q0 - f * ux
+        resid[i, 1] = q1 - f * uy
+        resid[i, 2] = q2 - (f * uz - k)
         s[i] = k - rho
-        hkl[i] = h
+        hkl[i, 0], hkl[i, 1], hkl[i, 2] = h0, h1, h2
     return hkl, resid, s
 
 
@@ -434,9 +461,15 @@ def normal_equations(
     cols = np.zeros((n_par, 4))
     res = np.zeros(4)
     scales = np.array([wavelength, sigma_t, sigma_s])
+    ub = _matmul3(rot, b_mat)
+    d_ub = np.empty_like(d_b)  # d (R B) / d c_j = R dB/dc_j
+    for j in range(d_b.shape[0]):
+        d_ub[j] = _matmul3(rot, d_b[j])
+    r = np.empty(3)
     for i in range(hkl.shape[0]):
-        r = r0[i] + shift[0] * jx[i] + shift[1] * jy[i]
-        _peak_columns(rot, b_mat, d_b, hkl[i], r, jx[i], jy[i], scales, refine_shift, cols, res)
+        for c in range(3):
+            r[c] = r0[i, c] + shift[0] * jx[i, c] + shift[1] * jy[i, c]
+        _peak_columns(ub, d_ub, hkl[i], r, jx[i], jy[i], scales, refine_shift, cols, res)
         for a in range(n_par):
             for b in range(a, n_par):
                 jtj[a, b] += (
@@ -453,10 +486,19 @@ def normal_equations(
 
 
 @numba.njit(cache=True, nogil=True)
+def _matmul3(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x @ y`` of two 3x3 matrices by explicit sums."""
+    out = np.empty((3, 3))
+    for r in range(3):
+        for c in range(3):
+            out[r, c] = x[r, 0] * y[0, c] + x[r, 1] * y[1, c] + x[r, 2] * y[2, c]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _peak_columns(
-    rot: np.ndarray,
-    b_mat: np.ndarray,
-    d_b: np.ndarray,
+    ub: np.ndarray,
+    d_ub: np.ndarray,
     h: np.ndarray,
     r: np.ndarray,
     jx: np.ndarray,
@@ -467,38 +509,53 @@ def _peak_columns(
     res: np.ndarray,
 ) -> None:
     """Weighted residuals (``res``, 4) and their derivatives (``cols``, one row per
-    parameter) of one peak at lab position ``r`` (mm) indexed as ``h``."""
+    parameter) of one peak at lab position ``r`` (mm) indexed as ``h``; ``ub = R B`` and
+    ``d_ub[j] = R dB/dc_j``.  Scalar arithmetic only (called once per peak)."""
     wavelength, sigma_t, sigma_s = scales[0], scales[1], scales[2]
     k = 1.0 / wavelength
-    p = rot @ (b_mat @ h)
-    u = np.array([p[0], p[1], p[2] + k])
-    rho = np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2)
-    uh = u / rho
+    h0, h1, h2 = h[0], h[1], h[2]
+    p0 = ub[0, 0] * h0 + ub[0, 1] * h1 + ub[0, 2] * h2
+    p1 = ub[1, 0] * h0 + ub[1, 1] * h1 + ub[1, 2] * h2
+    p2 = ub[2, 0] * h0 + ub[2, 1] * h1 + ub[2, 2] * h2
+    u2 = p2 + k
+    rho = np.sqrt(p0 * p0 + p1 * p1 + u2 * u2)
+    uh0, uh1, uh2 = p0 / rho, p1 / rho, u2 / rho
     rn = np.sqrt(r[0] ** 2 + r[1] ** 2 + r[2] ** 2)
-    rh = r / rn
-    res[0] = (rh[0] * k - k * uh[0]) / sigma_t
-    res[1] = (rh[1] * k - k * uh[1]) / sigma_t
-    res[2] = ((rh[2] - 1.0) * k - (k * uh[2] - k)) / sigma_t
+    rh0, rh1, rh2 = r[0] / rn, r[1] / rn, r[2] / rn
+    res[0] = (rh0 * k - k * uh0) / sigma_t
+    res[1] = (rh1 * k - k * uh1) / sigma_t
+    res[2] = ((rh2 - 1.0) * k - (k * uh2 - k)) / sigma_t
     res[3] = (k - rho) / sigma_s
-    n_cell = d_b.shape[0]
+    n_cell = d_ub.shape[0]
+    g = -k / rho / sigma_t
     for m in range(3 + n_cell):
-        if m < 3:  # d p / d w_m = e_m x p
-            dp = np.zeros(3)
-            dp[(m + 1) % 3] = -p[(m + 2) % 3]
-            dp[(m + 2) % 3] = p[(m + 1) % 3]
+        if m == 0:  # d p / d w_m = e_m x p
+            d0, d1, d2 = 0.0, -p2, p1
+        elif m == 1:
+            d0, d1, d2 = p2, 0.0, -p0
+        elif m == 2:
+            d0, d1, d2 = -p1, p0, 0.0
         else:
-            dp = rot @ (d_b[m - 3] @ h)
-        along = uh[0] * dp[0] + uh[1] * dp[1] + uh[2] * dp[2]
-        for c in range(3):  # d p' / d p = (k / rho) (I - uh uh^T); e = q - p'
-            cols[m, c] = -k / rho * (dp[c] - along * uh[c]) / sigma_t
+            e = d_ub[m - 3]
+            d0 = e[0, 0] * h0 + e[0, 1] * h1 + e[0, 2] * h2
+            d1 = e[1, 0] * h0 + e[1, 1] * h1 + e[1, 2] * h2
+            d2 = e[2, 0] * h0 + e[2, 1] * h1 + e[2, 2] * h2
+        along = uh0 * d0 + uh1 * d1 + uh2 * d2
+        # d p' / d p = (k / rho) (I - uh uh^T); e = q - p'
+        cols[m, 0] = g * (d0 - along * uh0)
+        cols[m, 1] = g * (d1 - along * uh1)
+        cols[m, 2] = g * (d2 - along * uh2)
         cols[m, 3] = -along / sigma_s  # d s / d p = -uh^T
     if refine_shift:
+        scale = 1.0 / (rn * wavelength * sigma_t)
         for m in range(2):  # d q / d r = (I - rh rh^T) / (|r| lambda)
             jv = jx if m == 0 else jy
-            along = rh[0] * jv[0] + rh[1] * jv[1] + rh[2] * jv[2]
-            for c in range(3):
-                cols[3 + n_cell + m, c] = (jv[c] - along * rh[c]) / (rn * wavelength * sigma_t)
-            cols[3 + n_cell + m, 3] = 0.0
+            along = rh0 * jv[0] + rh1 * jv[1] + rh2 * jv[2]
+            row = 3 + n_cell + m
+            cols[row, 0] = (jv[0] - along * rh0) * scale
+            cols[row, 1] = (jv[1] - along * rh1) * scale
+            cols[row, 2] = (jv[2] - along * rh2) * scale
+            cols[row, 3] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)

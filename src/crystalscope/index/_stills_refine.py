@@ -30,10 +30,12 @@ robustly (median absolute values) from the peaks within the position tolerance.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
-from crystalscope.index._stills_kernels import assign_peaks, normal_equations
+from crystalscope.index._stills_gn import gauss_newton_steps
+from crystalscope.index._stills_kernels import assign_peaks
 from crystalscope.index._stills_setup import FrameGeometry, cell_b_matrix
 
 __all__ = ["Fit", "FitOptions", "Model", "cell_groups", "indexed_mask", "refine_lattice"]
@@ -109,53 +111,27 @@ class Fit:
     bowl_error: float
 
 
-def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: rotation by ``|w|`` radians about ``w``."""
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-15:
-        return np.eye(3)
-    k = w / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
-
-
-def _cell_jacobian(model: Model, groups: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    """``d B / d c_j`` for each free group (numerical), shape (n_groups, 3, 3)."""
-    out = np.empty((len(groups), 3, 3))
-    b0 = cell_b_matrix(model.cell)
+@lru_cache(maxsize=32)
+def _group_rows(groups: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """The cell groups as an int array, rows padded with -1 (for the kernels)."""
+    out = np.full((max(len(groups), 1), 6), -1, dtype=np.int64)
     for j, group in enumerate(groups):
-        step = 1e-4 * model.cell[group[0]]
-        moved = model.cell.copy()
-        moved[list(group)] += step
-        out[j] = (cell_b_matrix(moved) - b0) / step
+        out[j, : len(group)] = group
     return out
 
 
 def _gauss_newton(
     model: Model, geom: FrameGeometry, hkl: np.ndarray, opts: FitOptions, cell0: np.ndarray
 ) -> Model:
-    """One damped Gauss-Newton step on the peaks ``hkl`` (all rows used)."""
+    """Two damped Gauss-Newton steps on the peaks ``hkl`` (all rows used; the kernel is
+    :func:`~crystalscope.index._stills_gn.gauss_newton_steps`)."""
     n_cell = len(opts.cell_groups) if opts.refine_cell else 0
-    d_b = _cell_jacobian(model, opts.cell_groups) if n_cell else np.zeros((0, 3, 3))
-    jtj, jtr, _ = normal_equations(
-        model.rot, cell_b_matrix(model.cell), d_b, hkl.astype(float), geom.r0, geom.jx,
-        geom.jy, model.shift, geom.wavelength, model.sigma_t, model.sigma_s, opts.refine_shift,
+    rot, cell, shift = gauss_newton_steps(
+        model.rot, model.cell, model.shift, cell0, _group_rows(opts.cell_groups), n_cell,
+        (geom.r0, geom.jx, geom.jy, geom.wavelength), hkl.astype(float),
+        (model.sigma_t, model.sigma_s), opts.refine_shift, 2,
     )  # fmt: skip
-    for j, group in enumerate(opts.cell_groups[:n_cell]):
-        width = 0.01 * cell0[group[0]]  # prior: the known cell within 1 %
-        jtj[3 + j, 3 + j] += 1.0 / width**2
-        jtr[3 + j] += (model.cell[group[0]] - cell0[group[0]]) / width**2
-    jtj[np.diag_indices(len(jtr))] *= 1.0 + 1e-6
-    try:
-        step = -np.linalg.solve(jtj, jtr)
-    except np.linalg.LinAlgError:
-        return model
-    rot = _rotvec_matrix(step[:3]) @ model.rot
-    cell = model.cell.copy()
-    for j, group in enumerate(opts.cell_groups[:n_cell]):
-        cell[list(group)] += step[3 + j]
-    shift = model.shift + step[3 + n_cell :] if opts.refine_shift else model.shift
-    return replace(model, rot=rot, cell=cell, shift=shift)
+    return replace(model, rot=rot, cell=cell, shift=shift if opts.refine_shift else model.shift)
 
 
 def _robust_sigmas(resid: np.ndarray, s: np.ndarray, model: Model, px: float) -> Model:
@@ -206,9 +182,7 @@ def refine_lattice(
         if use.sum() < max(opts.min_indexed, 4, floor if f_t == _ROUNDS[0][0] else 0):
             return None
         model = _robust_sigmas(resid[near], s[near], model, px)
-        sub = geom.subset(use)
-        for _ in range(2):
-            model = _gauss_newton(model, sub, hkl[use], opts, cell0)
+        model = _gauss_newton(model, geom.subset(use), hkl[use], opts, cell0)
         if float(np.hypot(*model.shift)) > opts.max_shift_mm:
             return None
         if opts.refine_profile_radius:  # never wider than the given radius

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from crystalscope.errors import DataError
+from crystalscope.index._stills_gn import b_matrix
 from crystalscope.index.compare import lattice_symmetry_ops
 from crystalscope.model.detector import Detector
 
@@ -38,9 +39,9 @@ MAX_TABLE = 2_000_000
 
 
 def cell_b_matrix(parameters: tuple[float, ...] | np.ndarray) -> np.ndarray:
-    """``B`` (columns a*, b*, c* in the crystal Cartesian frame, 1/A) of cell parameters."""
-    cell = gemmi.UnitCell(*(float(v) for v in parameters))
-    return np.array(cell.frac.mat, dtype=float).T
+    """``B`` (columns a*, b*, c* in the crystal Cartesian frame, 1/A) of cell parameters
+    (gemmi's orthogonalisation convention; :func:`~crystalscope.index._stills_gn.b_matrix`)."""
+    return b_matrix(np.asarray(parameters, dtype=float))
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,10 @@ def plot_statistics(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13.0, 7.5), layout="constrained")
+    # fixed margins: constrained layout took half the drawing time for the same result
+    fig = Figure(figsize=(13.0, 7.5))
+    fig.subplots_adjust(left=0.055, right=0.985, bottom=0.075, top=0.89 if title else 0.92,
+                        wspace=0.28, hspace=0.5)  # fmt: skip
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3)
     x = _centres(stats)

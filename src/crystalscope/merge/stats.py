@@ -164,6 +164,7 @@ def wilson_fit(
     normalisation: Normalisation = "crystfel",
     d_min: float | None = None,
     d_max: float | None = None,
+    min_snr: float | None = 1.0,
 ) -> WilsonFit:
     """Wilson plot ``ln <I / (eps E(s))>`` against ``1/d^2`` and the B factor of its slope.
 
@@ -173,7 +174,10 @@ def wilson_fit(
     operators that leave ``h`` unchanged; ``ln <I/(eps E)> = ln_scale - 2 B s^2`` is
     fitted by unweighted least squares over the bins whose lower edge lies beyond
     ``1/(2 d_range[0])`` (check_hkl: 3.2 A) and whose centre lies within
-    ``1/(2 d_range[1])``.
+    ``1/(2 d_range[1])``.  Bins whose mean ``I/sigma`` is below ``min_snr`` are left
+    out of the fit as well (check_hkl has no such test): beyond the resolution of the
+    data their mean intensity is noise around zero, and its logarithm would bend the
+    line (``min_snr=None`` fits every bin, as check_hkl).
 
     Parameters
     ----------
@@ -196,6 +200,9 @@ def wilson_fit(
         factors; ``"none"`` divides by ``eps`` only (apparent B).
     d_min, d_max : float, optional
         Fixed range of the plot, A (check_hkl ``--highres``/``--lowres``).
+    min_snr : float or None
+        Smallest mean ``I/sigma`` of a fitted bin (reflections with ``sigma = 0`` count
+        as significant).
     """
     if normalisation not in ("crystfel", "xray", "electron", "none"):
         raise ConfigError(f"unknown Wilson normalisation {normalisation!r}", field="normalisation")
@@ -228,6 +235,12 @@ def wilson_fit(
     ln_mean[~np.isfinite(ln_mean)] = np.nan
     centres = s2min + (np.arange(n) + 0.5) * step
     used = _wilson_bins(centres, step, s2min, d_range) & np.isfinite(ln_mean)
+    if min_snr is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.where(sel.sigma > 0, sel.intensity / sel.sigma, np.inf)
+        snr_sum = np.bincount(bins, weights=np.minimum(snr, 1e6), minlength=n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            used &= snr_sum / counts >= min_snr
     b_factor = ln_scale = math.nan
     if used.sum() >= 3:
         slope, ln_scale = np.polyfit(centres[used], ln_mean[used], 1)
