@@ -194,6 +194,14 @@ class _Merged:
     shells: pd.DataFrame
     crystals: pd.DataFrame
     statistics: MergeStatistics
+    paths: dict[str, Path]
+
+    def plot_uri(self, key: str, draw: Callable[[Path], Any]) -> str:
+        """The merge step's PNG ``key`` when it is as new as its statistics, else drawn."""
+        png, csv = self.paths[key], self.paths["statistics_csv"]
+        if png.is_file() and png.stat().st_mtime_ns >= csv.stat().st_mtime_ns:
+            return file_data_uri(png)
+        return written_png_uri(draw)
 
 
 def _existing(dirs: Sequence[Path], name: Callable[[Path], Path]) -> tuple[list[Path], list[Path]]:
@@ -301,7 +309,7 @@ def _read_merged(directory: Path | None, cell_files: Sequence[Path]) -> _Merged:
         wilson = None
         notes.append(f"no Wilson plot: {exc}")
     stats = MergeStatistics(shells, wilson, cutoff, notes=notes)
-    return _Merged(shells, crystals, stats)
+    return _Merged(shells, crystals, stats, paths)
 
 
 class _Run:
@@ -655,7 +663,7 @@ def _ellipticity(run: _Run) -> str:
 def _scales(run: _Run) -> str:
     crystals = run.merged.crystals
     kept = crystals[~crystals["rejected"].to_numpy(bool)]
-    uri = written_png_uri(lambda p: plot_scales(crystals, p))
+    uri = run.merged.plot_uri("scales_plot", lambda p: plot_scales(crystals, p))
     summary = pd.DataFrame(
         {
             "quantity": ["scale G", "relative B (A^2)"],
@@ -675,7 +683,7 @@ def _scales(run: _Run) -> str:
 def _statistics(run: _Run) -> str:
     merged = run.merged
     stats = merged.statistics
-    uri = written_png_uri(lambda p: plot_statistics(stats, p))
+    uri = merged.plot_uri("statistics_plot", lambda p: plot_statistics(stats, p))
     shown = merged.shells.reset_index().astype({"shell": str}).rename(columns=_SHELL_NAMES)
     formats = {
         "d_max (A)": ".2f", "d_min (A)": ".2f", "possible": "d", "unique": "d",
