@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from crystalscope.index._stills_gn import b_matrix, gauss_newton_steps
-from crystalscope.index._stills_kernels import _det3, _inv3, _polar, assign_peaks
+from crystalscope.index._stills_grid import best_in_grid, shell_grids
+from crystalscope.index._stills_kernels import _det3, _inv3, _polar
 from crystalscope.index._stills_setup import FrameGeometry
 
 
@@ -35,23 +36,29 @@ def test_small_matrix_kernels_match_numpy() -> None:
         assert np.linalg.det(rot) == pytest.approx(1.0)
 
 
-def _frame(rot: np.ndarray, cell: np.ndarray, wavelength: float) -> tuple[FrameGeometry, np.ndarray]:
+def _frame(
+    rot: np.ndarray, cell: np.ndarray, wavelength: float
+) -> tuple[FrameGeometry, np.ndarray]:
     """Peaks of lattice points near the Ewald sphere, as lab positions on a flat detector."""
     ub = rot @ b_matrix(cell)
     k = 1.0 / wavelength
     hkl = np.array([(h, kk, 0) for h in range(-6, 7) for kk in range(-6, 7) if (h, kk) != (0, 0)])
     hkl = hkl.astype(float)  # a zone-axis pattern: the l = 0 layer
     p = hkl @ ub.T
-    u = p + [0.0, 0.0, k]
+    u = p + np.array([0.0, 0.0, k])
     on = k * u / np.linalg.norm(u, axis=1)[:, None]  # radially onto the sphere
     r = on / on[:, 2:3] * 500.0  # detector at 500 mm
     zeros = np.zeros_like(r)
-    jx, jy = zeros + [1.0, 0.0, 0.0], zeros + [0.0, 1.0, 0.0]
+    jx, jy = zeros + np.array([1.0, 0.0, 0.0]), zeros + np.array([0.0, 1.0, 0.0])
     return FrameGeometry(r, jx, jy, np.full(len(r), 1e-4), wavelength), hkl
 
 
 def _residuals(
-    params: np.ndarray, rot: np.ndarray, cell: np.ndarray, geom: FrameGeometry, hkl: np.ndarray,
+    params: np.ndarray,
+    rot: np.ndarray,
+    cell: np.ndarray,
+    geom: FrameGeometry,
+    hkl: np.ndarray,
     sigmas: tuple[float, float],
 ) -> np.ndarray:
     """The weighted residuals of the still model (``_stills_refine`` docstring) at a small
@@ -64,9 +71,9 @@ def _residuals(
     moved[:2] += params[3:5]
     k = 1.0 / geom.wavelength
     p = hkl @ (turn @ rot @ b_matrix(moved)).T
-    u = p + [0.0, 0.0, k]
+    u = p + np.array([0.0, 0.0, k])
     rho = np.linalg.norm(u, axis=1)
-    on = k * u / rho[:, None] - [0.0, 0.0, k]
+    on = k * u / rho[:, None] - np.array([0.0, 0.0, k])
     resid = (geom.q(params[5:]) - on) / sigmas[0]
     return np.concatenate([resid.ravel(), (k - rho) / sigmas[1]])
 
@@ -113,3 +120,38 @@ def test_gauss_newton_step_is_newton_on_the_documented_model() -> None:
         x = np.r_[0.0, 0.0, 0.0, got[:2] - cell[:2], shift]
         chi2.append(float(np.sum(_residuals(x, rot, cell, geom, hkl, sigmas) ** 2)))
     assert chi2[1] < chi2[0] and chi2[-1] <= chi2[1]
+
+
+def _scan(rot: np.ndarray, lat_unit: np.ndarray, lo: int, hi: int, target: np.ndarray,
+          cos_min: float) -> tuple[int, float]:  # fmt: skip
+    """The closest direction by a scan of the whole shell (first index among ties)."""
+    t = [rot[0, i] * target[0] + rot[1, i] * target[1] + rot[2, i] * target[2] for i in range(3)]
+    best, best_cos = -1, cos_min
+    for j in range(lo, hi):
+        c = lat_unit[j, 0] * t[0] + lat_unit[j, 1] * t[1] + lat_unit[j, 2] * t[2]
+        if c > best_cos:
+            best, best_cos = j, c
+    return best, best_cos
+
+
+@pytest.mark.parametrize("max_deg", [0.5, 3.0, 20.0, 200.0])
+def test_shell_grid_query_equals_a_full_scan(max_deg: float) -> None:
+    rng = np.random.default_rng(11)
+    vec = rng.normal(size=(3000, 3))
+    vec[2000:2010] = vec[1990]  # repeated directions: ties go to the lowest index
+    lat_unit = vec / np.linalg.norm(vec, axis=1)[:, None]
+    lo = np.array([0, 500, 1500, 1990])
+    hi = np.array([500, 1500, 1990, 3000])
+    max_angle = np.radians(np.full(4, max_deg))
+    grids = shell_grids(lat_unit, lo, hi, max_angle)
+    for _ in range(300):
+        rot = _polar(rng.normal(size=(3, 3)))
+        c = int(rng.integers(4))
+        target = rng.normal(size=3)
+        target /= np.linalg.norm(target)
+        if rng.random() < 0.3:  # right onto a lattice direction
+            target = rot @ lat_unit[rng.integers(lo[c], hi[c])]
+        cos_min = float(np.cos(np.radians(max_deg) * rng.random()))
+        assert best_in_grid(rot, lat_unit, grids, c, target, cos_min) == _scan(
+            rot, lat_unit, lo[c], hi[c], target, cos_min
+        )

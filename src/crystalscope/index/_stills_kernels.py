@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from crystalscope.index._stills_grid import best_in_grid, shell_grids
+
 __all__ = ["assign_peaks", "quick_refine", "seed_rotations"]
 
 
@@ -67,32 +69,10 @@ def _inv3(m: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _best_in_shell(
-    rot: np.ndarray, lat_unit: np.ndarray, lo: int, hi: int, target: np.ndarray, cos_min: float
-) -> tuple[int, float]:
-    """Index in ``[lo, hi)`` of the lattice direction closest to ``target`` after ``rot``
-    and the cosine of the angle, or ``(-1, cos_min)`` when none is within
-    ``arccos(cos_min)``."""
-    best = -1
-    best_cos = cos_min
-    # rot^T target: compare in the crystal frame (one rotation instead of hi - lo)
-    t0 = rot[0, 0] * target[0] + rot[1, 0] * target[1] + rot[2, 0] * target[2]
-    t1 = rot[0, 1] * target[0] + rot[1, 1] * target[1] + rot[2, 1] * target[2]
-    t2 = rot[0, 2] * target[0] + rot[1, 2] * target[1] + rot[2, 2] * target[2]
-    for j in range(lo, hi):
-        c = lat_unit[j, 0] * t0 + lat_unit[j, 1] * t1 + lat_unit[j, 2] * t2
-        if c > best_cos:
-            best_cos = c
-            best = j
-    return best, best_cos
-
-
-@numba.njit(cache=True, nogil=True)
 def _fine_score(
     rot: np.ndarray,
     lat_unit: np.ndarray,
-    shell_lo: np.ndarray,
-    shell_hi: np.ndarray,
+    grids: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     unit: np.ndarray,
     tol_ang: np.ndarray,
     cos_tol: np.ndarray,
@@ -103,7 +83,7 @@ def _fine_score(
     n = 0
     chi = 0.0
     for c in range(unit.shape[0]):
-        k, cos = _best_in_shell(rot, lat_unit, shell_lo[c], shell_hi[c], unit[c], cos_tol[c])
+        k, cos = best_in_grid(rot, lat_unit, grids, c, unit[c], cos_tol[c])
         if k < 0:
             continue
         chi += (np.arccos(min(1.0, cos)) / tol_ang[c]) ** 2
@@ -129,8 +109,7 @@ def _extend(
     need: int,
     unit: np.ndarray,
     lat_unit: np.ndarray,
-    shell_lo: np.ndarray,
-    shell_hi: np.ndarray,
+    grids: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     cos_ext: np.ndarray,
 ) -> int:
     """Score of a pair rotation: 2 plus the other observed vectors that find a lattice
@@ -145,7 +124,7 @@ def _extend(
         if score + left < need:
             return score
         left -= 1
-        k, _ = _best_in_shell(rot, lat_unit, shell_lo[c], shell_hi[c], unit[c], cos_ext[c])
+        k, _ = best_in_grid(rot, lat_unit, grids, c, unit[c], cos_ext[c])
         if k >= 0:
             score += 1
             _add_outer(acc, unit[c], lat_unit[k])
@@ -197,6 +176,8 @@ def seed_rotations(
     rots = np.zeros((max_out, 3, 3))
     scores = np.zeros(max_out)
     state = np.zeros(3, np.int64)  # stored, slot of the worst stored, best score
+    widest = 2.0 * np.max(tol_ang[: min(m, n_pair)]) + tol_ang  # cos_ext of any pair
+    grids = shell_grids(lat_unit, shell_lo, shell_hi, widest)
     shells = (shell_lo, shell_hi)
     for a in range(min(m, n_pair)):
         for b in range(a + 1, min(m, n_pair)):
@@ -204,8 +185,8 @@ def seed_rotations(
             theta = np.arccos(min(1.0, max(-1.0, cos_ab)))
             if min_angle <= theta <= np.pi - min_angle:
                 _pair_rotations(
-                    a, b, theta, unit, tol_ang, lat_unit, lat_unique, shells, min_angle,
-                    min_score, rots, scores, state,
+                    a, b, theta, unit, tol_ang, lat_unit, lat_unique, shells, grids,
+                    min_angle, min_score, rots, scores, state,
                 )  # fmt: skip
     return rots, scores, int(state[0])
 
@@ -220,6 +201,7 @@ def _pair_rotations(
     lat_unit: np.ndarray,
     lat_unique: np.ndarray,
     shells: tuple[np.ndarray, np.ndarray],
+    grids: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     min_angle: float,
     min_score: int,
     rots: np.ndarray,
@@ -260,12 +242,12 @@ def _pair_rotations(
                     )
                     acc[r, c] = unit[a, r] * li[c] + unit[b, r] * lj[c]
             need = max(min_score, state[2] - max(2, state[2] // 5))
-            score = _extend(rot, acc, a, b, need, unit, lat_unit, shell_lo, shell_hi, cos_ext)
+            score = _extend(rot, acc, a, b, need, unit, lat_unit, grids, cos_ext)
             if score < need:
                 continue
             state[2] = max(state[2], score)
             fitted = _polar(acc) if score > 2 else rot.copy()
-            fine = _fine_score(fitted, lat_unit, shell_lo, shell_hi, unit, tol_ang, cos_tol)
+            fine = _fine_score(fitted, lat_unit, grids, unit, tol_ang, cos_tol)
             _store(rots, scores, state, fitted, fine)
 
 
