@@ -184,7 +184,7 @@ class LatticeModel:
         if gstar is None:
             return np.full(len(hkl), np.nan)
         h = hkl.astype(float)
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", h, gstar, h), 0.0))
+        return np.sqrt(np.maximum(np.sum((h @ gstar) * h, axis=1), 0.0))
 
     def centring_allowed(self, hkl: np.ndarray) -> np.ndarray:
         """Flags of the reflections (lattice vectors) the centring allows."""
@@ -239,7 +239,8 @@ class LatticeModel:
             )
         grids = np.meshgrid(*(np.arange(-m, m + 1) for m in lim), indexing="ij")
         hkl = np.stack([g.ravel() for g in grids], axis=1)
-        s2 = np.einsum("ij,jk,ik->i", hkl.astype(float), gstar, hkl.astype(float))
+        h = hkl.astype(float)
+        s2 = np.sum((h @ gstar) * h, axis=1)
         return hkl[(s2 <= s_max * s_max) & (s2 > 0)]
 
     def _group(self, params: Params, hkl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -116,8 +116,22 @@ def _ranges(
 
 
 def range_for(model: LatticeModel, params: np.ndarray, n_pair_lines: int, s_top: float) -> float:
-    """``1/d`` between the ``n_pair_lines``-th pair line and the next (at most ``s_top``)."""
-    hkl, _ = model.lines(params, s_top, "pairs")
+    """``1/d`` between the ``n_pair_lines``-th pair line and the next (at most ``s_top``).
+
+    The lines are listed to a ``1/d`` that holds about four lattice vectors per wanted
+    line, widened until more than ``n_pair_lines`` lines are inside (or ``s_top`` is
+    reached): the shortest lines are the same, without listing every vector to ``s_top``.
+    """
+    gstar = model.reciprocal_metric(params)
+    s = s_top
+    if gstar is not None:
+        volume = float(np.sqrt(max(np.linalg.det(gstar), 0.0)))  # of the reciprocal cell
+        s = min(s_top, (3.0 * 4 * (n_pair_lines + 1) * volume / (4.0 * np.pi)) ** (1 / 3))
+    while True:
+        hkl, _ = model.lines(params, s, "pairs")
+        if len(hkl) > n_pair_lines or s >= s_top:
+            break
+        s = min(s_top, 1.5 * s)
     if len(hkl) <= n_pair_lines:
         return s_top
     lengths = np.sort(model.one_over_d(params, hkl))
