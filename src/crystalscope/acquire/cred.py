@@ -170,6 +170,7 @@ class _Run:
         self.clock = scope.clock
         self.focused = 0
         self.alpha0 = math.nan  # where the rotation started
+        self.confirmed = 0  # slots recorded when the goniometer was last seen turning
         self.period = settings.exposure_s + camera.readout_s + camera.overhead_s
         self.durations: list[float] = []
         self.tracker = Tracker(lead_s=0.5 * settings.defocus_every * self.period,
@@ -275,6 +276,7 @@ class _Run:
         s = self.s
         t0 = self.clock.now()
         period = float(np.mean(self.durations)) if self.durations else self.period
+        self.check_stage()
         image = self.defocused_image()
         t_image = self.clock.now()
         self.record.defocused[slot] = image
@@ -323,13 +325,31 @@ class _Run:
             else:
                 self.diffraction_slot(slot)
 
+    def check_stage(self) -> None:
+        """Raise StageError when the goniometer stopped short of the end (the check runs
+        in the spare time of defocus slots); the slots since the last check that found
+        it turning are dropped, as their angles are unknown."""
+        rec = self.record
+        try:
+            moving = self.scope.is_stage_moving()
+        except StageError:
+            moving = False
+        if not moving:
+            keep = self.confirmed
+            dropped = rec.n_slots - keep
+            rec.slots = rec.slots[:keep]
+            rec.frames = {k: v for k, v in rec.frames.items() if k <= keep}
+            rec.defocused = {k: v for k, v in rec.defocused.items() if k <= keep}
+            raise StageError(
+                f"the goniometer stopped before the end angle; {dropped} slots after the "
+                "last check dropped", field="alpha",
+            )  # fmt: skip
+        self.confirmed = rec.n_slots
+
     def finish(self) -> None:
+        """Read the end angle (while still turning: the speed is measured), then blank
+        the beam and stop the goniometer."""
         scope, rec = self.scope, self.record
-        for action in (scope.blank_beam, scope.stop_rotation):
-            try:
-                action()
-            except HardwareError as exc:
-                self.log(f"while finishing: {exc.message}")
         try:
             rec.alpha_end_deg = scope.get_stage_position().alpha_deg
             rec.t_alpha_end = self.clock.now()
@@ -338,6 +358,11 @@ class _Run:
             if rec.slots:
                 rec.t_alpha_end = rec.slots[-1].t_end
                 rec.alpha_end_deg = self.alpha_at(rec.t_alpha_end)
+        for action in (scope.blank_beam, scope.stop_rotation):
+            try:
+                action()
+            except HardwareError as exc:
+                self.log(f"while finishing: {exc.message}")
         rec.tracking = list(self.tracker.steps)
         self.log(f"rotation stopped at {rec.alpha_end_deg:.3f} deg after {rec.n_slots} slots")
 
@@ -364,8 +389,10 @@ def collect_cred(
         run.acquire()
         run.record.status = "complete"
     except HardwareError as exc:
-        run.record.status = f"aborted: {exc.message}"
-        run.log(f"aborted after {run.record.n_slots} slots: {exc.message}")
+        what = {"CameraTimeout": "camera timeout", "StageError": "stage fault"}
+        kind = what.get(type(exc).__name__, "hardware error")
+        run.record.status = f"aborted: {kind}: {exc.message}"
+        run.log(f"aborted after {run.record.n_slots} slots, {kind}: {exc.message}")
     except KeyboardInterrupt:
         run.record.status = "aborted: interrupted"
         run.log(f"interrupted after {run.record.n_slots} slots")

@@ -14,9 +14,11 @@ Measurement (:func:`locate_crystal`)
    ``c`` and radius ``R = sqrt(area / pi)`` (pixels).
 2. Inside the disc shrunk by ``edge_px`` (the blurred rim is left out), the deficit
    ``level - image`` (``level``: the median of the disc) above ``min_contrast * level``
-   and above four times the noise of the smoothed disc (its median absolute deviation)
-   is the crystal: the connected region of largest summed deficit, at least
-   ``min_blob_px`` pixels; its deficit-weighted centroid ``p`` is the crystal's position.
+   and above four times the noise of the smoothed disc (the pixel noise, from the
+   median absolute deviation of image minus smoothed image, over ``sqrt(4 pi sigma^2)``,
+   the number of pixels a Gaussian of ``sigma_px`` averages) is the crystal: the
+   connected region of largest summed deficit, at least ``min_blob_px`` pixels; its
+   deficit-weighted centroid ``p`` is the crystal's position.
 3. The offset of the crystal from the centre of the selected area in the specimen is
    ``(p - c) / R * r_sel`` (``r_sel``: the selected area's radius, nm).  Using the disc
    as the ruler makes the measurement independent of the magnification of the shadow
@@ -150,7 +152,8 @@ def locate_crystal(
     inner = ndimage.binary_erosion(mask, iterations=max(1, round(edge_px)))
     inside = smooth[inner] if inner.any() else np.zeros(1)
     level = float(np.median(inside))
-    noise = 1.4826 * float(np.median(np.abs(inside - level)))
+    residual = (data - smooth)[inner] if inner.any() else np.zeros(1)
+    noise = 1.4826 * float(np.median(np.abs(residual))) / (2.0 * math.sqrt(math.pi) * sigma_px)
     deficit = np.where(inner, level - smooth, 0.0)
     contrast = float(deficit.max() / level) if level > 0 else 0.0
     labels, n = ndimage.label(deficit > max(min_contrast * level, 4.0 * noise))
