@@ -376,15 +376,14 @@ def collect_cred(
 ) -> CredRecord:
     """Collect one cRED data set (module docstring) and return what was recorded.
 
-    A :class:`~crystalscope.acquire.interfaces.HardwareError` during collection (camera
-    timeout, stage stopped) or ``KeyboardInterrupt`` ends the collection: the beam is
-    blanked, the rotation stopped, and the record holds every frame taken so far with
-    ``status`` saying what happened.  Errors while preparing (before any frame) are
-    raised.
+    A :class:`~crystalscope.acquire.interfaces.HardwareError` (camera timeout, stage
+    stopped), while preparing or collecting, or ``KeyboardInterrupt`` ends the
+    collection: the beam is blanked, the rotation stopped, and the record holds every
+    frame taken so far with ``status`` saying what happened.
     """
     run = _Run(microscope, camera, settings or CredSettings(), say)
-    run.prepare()
     try:
+        run.prepare()
         run.start()
         run.acquire()
         run.record.status = "complete"

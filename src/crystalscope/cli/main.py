@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 
 from crystalscope import __version__
+from crystalscope.cli import acquire as acquire_cmd
 from crystalscope.cli import cell as cell_cmd
 from crystalscope.cli import convert as convert_cmd
+from crystalscope.cli import cred as cred_cmd
 from crystalscope.cli import demo as demo_cmd
 from crystalscope.cli import info as info_cmd
 from crystalscope.cli import merge as merge_cmd
@@ -65,6 +67,8 @@ app.command("stats")(merge_cmd.stats)
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(serial_cmd.app, name="serial")
 app.add_typer(cell_cmd.app, name="cell")
+app.add_typer(acquire_cmd.app, name="acquire")
+app.add_typer(cred_cmd.app, name="cred")
 
 
 def main(argv: list[str] | None = None) -> int:
