@@ -66,6 +66,19 @@ def test_experiment_layout_and_log(tmp_path: Path) -> None:
     assert np.hypot(*(np.array(scan.beam_centre_px) - truth)) < 1.0, (scan.beam_centre_px, truth)
 
 
+def test_calibrated_distortion_reaches_xds_and_the_log(tmp_path: Path) -> None:
+    record = _collect(range_deg=4.0, defocus_every=0, stretch_percent=2.0,
+                      stretch_azimuth_deg=30.0)[0]  # fmt: skip
+    out = write_cred(record, tmp_path, formats=("smv",))
+    assert out.scan is not None and out.scan.distortion is not None
+    assert out.scan.distortion.ratio == pytest.approx(1.02)
+    xds = (out.directory / "SMV" / "XDS.INP").read_text()
+    assert "X-GEO_CORR=" in xds and "Y-GEO_CORR=" in xds
+    log = parse_cred_log(out.directory / "cRED_log.txt")
+    assert log.stretch_amplitude_percent == pytest.approx(2.0)
+    assert log.stretch_azimuth_deg == pytest.approx(30.0)
+
+
 def test_experiments_never_overwrite(tmp_path: Path) -> None:
     first = _collect(range_deg=4.0, defocus_every=0)[0]
     second = _collect(range_deg=4.0, defocus_every=0)[0]

@@ -82,6 +82,10 @@ class CredSettings(StrictModel):
     rotation_axis_deg: float = Field(
         0.0, description="axis on the detector, from +fs towards +ss (calibration)"
     )
+    stretch_percent: float = Field(
+        0.0, description="elliptical distortion of the patterns, ratio - 1 in % (calibration)"
+    )
+    stretch_azimuth_deg: float = Field(0.0, description="angle of the distortion's long axis")
     max_slots: int = Field(5000, ge=1, description="safety limit on frames")
 
 

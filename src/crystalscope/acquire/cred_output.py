@@ -18,7 +18,10 @@ directory ``experiment_<n>`` under the base directory (never an existing one):
 Timepix quad frames (512 x 512) are expanded to the physical 516 x 516 grid with integer
 counts (:func:`~crystalscope.acquire.timepix.expand_quad`) and the cross of spread pixels
 is declared untrusted.  The beam centre is the median direct-beam position of the frames
-(:func:`~crystalscope.rotation.cred_import.estimate_beam_centre`).
+(:func:`~crystalscope.rotation.cred_import.estimate_beam_centre`).  A calibrated
+elliptical distortion (``stretch_percent``, ``stretch_azimuth_deg``, Instamatic's
+"Stretch amplitude" and "azimuth") goes into the log and into XDS's geometric
+correction tables.
 
 Rotation axis and angles: the goniometer's alpha axis is the lab ``x`` axis (NeXus), seen
 on the detector at ``rotation_axis_deg`` from ``+fs`` towards ``+ss`` (0 for the
@@ -46,6 +49,7 @@ from crystalscope.acquire.cred import CredRecord
 from crystalscope.acquire.interfaces import CallLog
 from crystalscope.errors import DataError
 from crystalscope.io.atomic import atomic_write, save_png
+from crystalscope.model.distortion import EllipticalDistortion
 from crystalscope.rotation.cred_import import estimate_beam_centre
 from crystalscope.rotation.dials_script import DialsOptions
 from crystalscope.rotation.instamatic import (
@@ -128,7 +132,16 @@ def cred_scan(record: CredRecord, beam_centre_px: tuple[float, float]) -> Rotati
         exposure_s=record.settings.exposure_s,
         excluded_frames=record.excluded_slots,
         untrusted_rectangles=timepix.cross_rectangles() if quad else (),
+        distortion=_distortion(record),
     )
+
+
+def _distortion(record: CredRecord) -> EllipticalDistortion | None:
+    """The calibrated elliptical distortion (XDS gets correction tables for it)."""
+    s = record.settings
+    if s.stretch_percent == 0.0:
+        return None
+    return EllipticalDistortion(1.0 + s.stretch_percent / 100.0, s.stretch_azimuth_deg)
 
 
 def diffracted_intensity(
