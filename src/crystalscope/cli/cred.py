@@ -4,8 +4,8 @@
 (``cRED_log.txt`` with TIFF, MRC or SMV frames; :mod:`crystalscope.rotation.cred_import`)
 and writes SMV frames, an NXmx file and the XDS, DIALS and REDp inputs with the
 experiment's geometry.  ``crystalscope cred process DIR`` runs the DIALS chain (and XDS
-with ``--xds``) on such hand-off files and prints cell, space group and merging
-statistics (:mod:`crystalscope.rotation.process`).
+when ``xds_par`` or ``xds`` is on the PATH) on such hand-off files and prints cell, space
+group and merging statistics (:mod:`crystalscope.rotation.process`).
 """
 
 from __future__ import annotations
@@ -48,13 +48,19 @@ def import_(
 @app.command("process")
 def process(
     directory: DirArg,
-    xds: Annotated[bool, typer.Option(help="Also run XDS (needs `xds` on PATH).")] = False,
+    xds: Annotated[
+        bool | None, typer.Option(help="Run XDS (default: when xds_par or xds is on PATH).")
+    ] = None,
     dials: Annotated[bool, typer.Option(help="Run the DIALS chain.")] = True,
 ) -> None:
     """Run DIALS (and XDS) on the hand-off files and print the results."""
+    import shutil
+
     from crystalscope.rotation.process import run_dials, run_xds
 
     console = Console(highlight=False, soft_wrap=True)
+    if xds is None:
+        xds = any(shutil.which(name) for name in ("xds_par", "xds"))
     if dials:
         console.print(run_dials(directory, say=console.print).summary())
     if xds:
