@@ -7,24 +7,24 @@ import pytest
 
 from crystalscope.cbxd.preprocess import (
     correct_frame,
-    detector_efficiency,
     find_bad_pixels,
     median_background,
+    relative_efficiency,
 )
 from crystalscope.errors import DataError
 
 
-def test_detector_efficiency_is_eq_9() -> None:
+def test_relative_efficiency_is_eq_9_over_its_axial_value() -> None:
     mu, t = 0.5, 0.45  # e.g. silicon at ~17 keV, 450 um sensor (per mm, mm)
     tt = np.radians([0.0, 20.0, 45.0])
-    d = detector_efficiency(tt, mu, t, relative=False)
-    np.testing.assert_allclose(d, 1 - np.exp(-mu * t / np.cos(tt)))
-    rel = detector_efficiency(tt, mu, t)
+    rel = relative_efficiency(tt, mu, t)
+    expect = (1 - np.exp(-mu * t / np.cos(tt))) / (1 - np.exp(-mu * t))
+    np.testing.assert_allclose(rel, expect)
     assert rel[0] == 1.0 and np.all(np.diff(rel) > 0)  # oblique rays see more sensor
     with pytest.raises(DataError):
-        detector_efficiency(np.radians([95.0]), mu, t)
+        relative_efficiency(np.radians([95.0]), mu, t)
     with pytest.raises(DataError):
-        detector_efficiency(tt, 0.0, t)
+        relative_efficiency(tt, 0.0, t)
 
 
 def _scan(n: int = 21) -> tuple[np.ndarray, np.ndarray]:

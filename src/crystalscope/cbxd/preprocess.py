@@ -2,8 +2,8 @@
 
 * **Detector efficiency** (Eq. 9): a sensor of thickness ``t_s`` and linear attenuation
   ``mu`` absorbs the fraction ``D = 1 - exp(-mu t_s / cos 2theta)`` of the photons that
-  reach it at the scattering angle ``2theta``; counts are divided by ``D`` (relative to
-  the beam axis: ``D(2theta) / D(0)`` with ``relative=True``).
+  reach it at the scattering angle ``2theta``; counts are divided by ``D(2theta) / D(0)``
+  (:func:`relative_efficiency`).
 * **Background**: the diffuse background is nearly constant through a scan while the
   streaks move, so the initial background of a pixel is the median of its counts over
   the frames (computed tile by tile through dask, so a scan larger than memory works).
@@ -29,22 +29,24 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from crystalscope.cbxd.intensity import detector_efficiency
 from crystalscope.errors import DataError
 
 __all__ = [
     "BadPixels",
     "correct_frame",
-    "detector_efficiency",
     "find_bad_pixels",
     "median_background",
+    "relative_efficiency",
 ]
 
 
-def detector_efficiency(
-    two_theta_rad: ArrayLike, mu_per_mm: float, thickness_mm: float, *, relative: bool = True
+def relative_efficiency(
+    two_theta_rad: ArrayLike, mu_per_mm: float, thickness_mm: float
 ) -> np.ndarray:
-    """Eq. 9: ``D = 1 - exp(-mu t_s / cos 2theta)`` per pixel (divided by ``D(0)`` when
-    ``relative``).
+    """Eq. 9 relative to the beam axis, ``D(2theta) / D(0)``
+    (:func:`~crystalscope.cbxd.intensity.detector_efficiency`): the factor counts are
+    divided by.
 
     Raises
     ------
@@ -54,12 +56,11 @@ def detector_efficiency(
     if not (mu_per_mm > 0 and thickness_mm > 0):
         raise DataError("attenuation and sensor thickness must be positive", field="sensor")
     tt = np.asarray(two_theta_rad, dtype=np.float64)
-    cos = np.cos(tt)
-    if np.any(cos <= 0):
+    if np.any(np.cos(tt) <= 0):
         raise DataError("scattering angles must be below 90 degrees", field="two_theta")
-    mt = mu_per_mm * thickness_mm
-    eff = -np.expm1(-mt / cos)
-    return eff / -np.expm1(-mt) if relative else eff
+    return detector_efficiency(tt, mu_per_mm, thickness_mm) / detector_efficiency(
+        0.0, mu_per_mm, thickness_mm
+    )
 
 
 def median_background(frames: ArrayLike | da.Array, *, tile: int = 256) -> np.ndarray:

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from crystalscope import __version__
 from crystalscope.cli import acquire as acquire_cmd
+from crystalscope.cli import cbxd as cbxd_cmd
 from crystalscope.cli import cell as cell_cmd
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import cred as cred_cmd
@@ -69,6 +70,7 @@ app.add_typer(serial_cmd.app, name="serial")
 app.add_typer(cell_cmd.app, name="cell")
 app.add_typer(acquire_cmd.app, name="acquire")
 app.add_typer(cred_cmd.app, name="cred")
+app.add_typer(cbxd_cmd.app, name="cbxd")
 
 
 def main(argv: list[str] | None = None) -> int:
