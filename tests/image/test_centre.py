@@ -7,8 +7,6 @@ at least 10 Friedel pairs (peak centroids with 0.25 px noise and 10 % spurious p
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -333,21 +331,9 @@ def test_friedel_failures() -> None:
     assert not refine_centre_friedel(pts[:, 0], pts[:, 1], (np.nan, 250.0)).success
 
 
-def test_speed_and_peak_cap(lam: Case) -> None:
-    frame, mask = lam.frames[0], lam.bad
-    px, py, _ = _found_peaks(lam, 0, np.random.default_rng(9))
-    find_centre(frame, mask)  # numba compilation / cache load
-    times = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        beam = find_centre(frame, mask)
-        refine_centre_friedel(px, py, beam.centre)
-        times.append(time.perf_counter() - t0)
-    ms = 1e3 * float(np.median(times))
-    assert ms < 100.0, f"find_centre + Friedel with {px.size} peaks: {ms:.1f} ms"
+def test_peak_cap(lam: Case) -> None:
+    """At most ``max_peaks`` peaks enter the Friedel search (the strongest are kept)."""
     rng = np.random.default_rng(10)
     many = np.vstack([rng.uniform(0, 1556, (4000, 2))])
-    t0 = time.perf_counter()
     fit = refine_centre_friedel(many[:, 0], many[:, 1], (760.0, 240.0), max_peaks=1000)
-    assert time.perf_counter() - t0 < 2.0
     assert fit.n_pairs < 500

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -424,8 +423,9 @@ def test_invalid_inputs_raise_data_errors(single: tuple) -> None:
     assert info.value.field == "mask"
 
 
-def test_integrate_frame_speed(single: tuple) -> None:
-    """One lysozyme crystal (~500 spots) on a 516 x 1556 frame: a few ms (printed)."""
+def test_integrate_frame_is_repeatable(single: tuple) -> None:
+    """One lysozyme crystal (~500 spots) on a 516 x 1556 frame: the same observations
+    from repeated calls (speed: benchmarks)."""
     sim, shots = single
     shot = shots[2]
     mask = sim.detector.bad_pixel_mask(sim.detector.raw_shape)
@@ -438,17 +438,8 @@ def test_integrate_frame_speed(single: tuple) -> None:
         "space_group": sim.base.space_group,
     }
     obs = integrate_frame(*args, **kwargs)
-    times = []
-    for _ in range(15):
-        start = time.perf_counter()
-        integrate_frame(*args, **kwargs)
-        times.append(time.perf_counter() - start)
-    best, median = min(times), float(np.median(times))
-    print(
-        f"integrate_frame: {len(obs)} spots, best {best * 1e3:.2f} ms, median {median * 1e3:.2f} ms"
-    )
     assert len(obs) > 300
-    assert best < 0.015, f"{best * 1e3:.2f} ms"
+    pd.testing.assert_frame_equal(obs, integrate_frame(*args, **kwargs))
 
 
 @pytest.mark.shared

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 
 import gemmi
 import numpy as np
@@ -261,14 +260,13 @@ def test_invalid_inputs(kwargs: dict, error: type, field: str) -> None:
     assert info.value.field == field
 
 
-def test_prediction_speed_for_lysozyme_to_2a() -> None:
-    """Target ~1 ms per crystal (printed); asserted with slack for a busy machine."""
+def test_prediction_for_lysozyme_to_2a() -> None:
+    """Many orientations of a lysozyme crystal to 2 A (speed: benchmarks)."""
     beam = Beam.from_voltage_kv(200.0)
     sim_det = SerialSimulation.build(SerialConfig.model_validate({"n_crystals": 1})).detector
-    times, counts = [], []
+    counts = []
     for seed in range(11):
         ub = Crystal(make_cell(*LYSO), "P 43 21 2").with_random_orientation(seed).UB
-        start = time.perf_counter()
         pred = predict_spots(
             ub,
             beam.wavelength,
@@ -278,15 +276,8 @@ def test_prediction_speed_for_lysozyme_to_2a() -> None:
             shift_mm=(0.1, 0.05),
             space_group="P 43 21 2",
         )
-        times.append(time.perf_counter() - start)
         counts.append(len(pred))
-    best = min(times[1:])
-    print(
-        f"predict_spots: {np.median(counts):.0f} spots, best {best * 1e3:.2f} ms, "
-        f"median {np.median(times[1:]) * 1e3:.2f} ms"
-    )
     assert min(counts) > 150
-    assert best < 0.005, f"{best * 1e3:.2f} ms"
 
 
 def test_frame_and_table_types_are_plain() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -321,20 +320,17 @@ def test_invalid_inputs_raise_data_errors() -> None:
         assert info.value.field == field
 
 
-def test_summation_kernel_speed() -> None:
-    """~550 spots on a 516 x 1556 frame: well under a millisecond per call (printed)."""
+def test_summation_kernel_on_a_full_frame() -> None:
+    """~550 spots on a 516 x 1556 frame, repeated calls give the same result (speed:
+    benchmarks)."""
     rng = np.random.default_rng(0)
     frame = rng.poisson(5.0, (516, 1556)).astype(np.float32)
     fs = rng.uniform(5, 1550, 550)
     ss = rng.uniform(5, 510, 550)
     mask = np.zeros(frame.shape, bool)
     pmap = np.zeros(frame.shape, np.int64)
-    integrate_spots(frame, fs, ss, IntegrationParams(), mask=mask, panel_map=pmap)
-    times = []
-    for _ in range(10):
-        start = time.perf_counter()
-        integrate_spots(frame, fs, ss, IntegrationParams(), mask=mask, panel_map=pmap)
-        times.append(time.perf_counter() - start)
-    best = min(times)
-    print(f"integrate_spots: 550 spots in {best * 1e3:.2f} ms")
-    assert best < 0.010, f"{best * 1e3:.2f} ms"
+    first = integrate_spots(frame, fs, ss, IntegrationParams(), mask=mask, panel_map=pmap)
+    again = integrate_spots(frame, fs, ss, IntegrationParams(), mask=mask, panel_map=pmap)
+    assert len(first) == 550
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
