@@ -16,6 +16,7 @@ from rich.console import Console
 from crystalscope import __version__
 from crystalscope.cli import acquire as acquire_cmd
 from crystalscope.cli import cbxd as cbxd_cmd
+from crystalscope.cli import cdi as cdi_cmd
 from crystalscope.cli import cell as cell_cmd
 from crystalscope.cli import convert as convert_cmd
 from crystalscope.cli import cred as cred_cmd
@@ -71,6 +72,7 @@ app.add_typer(cell_cmd.app, name="cell")
 app.add_typer(acquire_cmd.app, name="acquire")
 app.add_typer(cred_cmd.app, name="cred")
 app.add_typer(cbxd_cmd.app, name="cbxd")
+app.add_typer(cdi_cmd.app, name="cdi")
 
 
 def main(argv: list[str] | None = None) -> int:
