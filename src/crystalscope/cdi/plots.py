@@ -1,15 +1,19 @@
 """PNG figures of CDI results: object (amplitude and phase), support, PRTF/FRC.
 
-3-D arrays are shown as their three central orthogonal slices.  Written atomically
-(:func:`crystalscope.io.atomic.save_png`).
+3-D arrays are shown as their three central orthogonal slices.  Drawn with matplotlib's
+object interface on the Agg canvas (no pyplot state, the backend of the caller is left
+alone) and written atomically (:func:`crystalscope.io.atomic.save_png`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from crystalscope.io.atomic import save_png
 
@@ -31,15 +35,12 @@ def plot_object(
     overwrite: bool = False,
 ) -> Path:
     """Amplitude, phase (where the amplitude exceeds 5 % of its maximum) and support."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = _slices(np.asarray(obj))
     sups = _slices(np.asarray(support)) if support is not None else [None] * len(rows)
     ncol = 3 if support is not None else 2
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(4 * ncol, 3.6 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(4 * ncol, 3.6 * len(rows)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), ncol, squeeze=False)
     for i, ((label, a), s) in enumerate(zip(rows, sups, strict=True)):
         amp = np.abs(a)
         phase = np.where(amp > 0.05 * amp.max(), np.angle(a), np.nan)
@@ -51,10 +52,7 @@ def plot_object(
         if s is not None:
             axes[i, 2].imshow(s[1], cmap="gray")
             axes[i, 2].set_title(f"support {label}")
-    try:
-        return save_png(fig, path, overwrite=overwrite)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, overwrite=overwrite)
 
 
 def plot_resolution(
@@ -67,22 +65,16 @@ def plot_resolution(
     overwrite: bool = False,
 ) -> Path:
     """PRTF / FRC curves against ``q`` (cycles per pixel, or 1/nm with a pixel size)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scale = 1.0 / pixel_size_nm if pixel_size_nm else 1.0
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for name, c in curves.items():
         ax.plot(q * scale, c, label=name)
-    ax.axhline(1 / np.e, color="gray", ls="--", label="1/e")
+    ax.axhline(1 / math.e, color="gray", ls="--", label="1/e")
     if resolution is not None:
         ax.axvline(resolution * scale, color="red", ls=":", label="resolution")
     ax.set_xlabel("q (1/nm)" if pixel_size_nm else "q (cycles/pixel)")
     ax.set_ylim(0, 1.1)
     ax.legend()
-    try:
-        return save_png(fig, path, overwrite=overwrite)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, overwrite=overwrite)

@@ -27,6 +27,7 @@ Frequencies are in cycles per pixel (``0.5`` is Nyquist along an axis); multiply
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,7 +301,7 @@ def fourier_shell_correlation(
 
 
 def resolution_at(
-    q: np.ndarray, curve: np.ndarray, level: float = 1 / np.e, q_min: float = 0.0
+    q: np.ndarray, curve: np.ndarray, level: float = 1 / math.e, q_min: float = 0.0
 ) -> float:
     """First ``q`` above ``q_min`` where ``curve`` drops below ``level`` (interpolated).
 
