@@ -179,3 +179,12 @@ def test_faults_end_the_collection_cleanly() -> None:
     # the check in the defocus slot after the stop drops the slots it cannot vouch for
     assert record.n_slots == 9 and max(record.frames) == 9
     assert mic.true_stage_position(record.slots[-1].t_end).alpha_deg < 15.0
+
+
+def test_without_automatic_unblanking_the_beam_is_left_alone() -> None:
+    mic, cam = _centred_scope(0.0)
+    mic.unblank_beam()  # the operator runs the beam by hand
+    record = collect_cred(mic, cam, _settings(rotation_range_deg=6.0, unblank_beam=False))
+    assert record.status == "complete" and record.frames
+    assert not mic.call_log.calls("blank_beam") and not mic.is_beam_blanked()
+    assert all(f.sum() > 0 for f in record.frames.values())

@@ -194,7 +194,8 @@ class _Run:
         if s.camera_length_mm is not None:
             scope.set_camera_length_mm(s.camera_length_mm)
         self.record.camera_length_mm = scope.get_camera_length_mm()
-        scope.blank_beam()
+        if s.unblank_beam:  # the beam is ours to switch: off until the rotation runs
+            scope.blank_beam()
         scope.set_rotation_speed(s.rotation_speed_deg_per_s)
         if s.start_alpha_deg is not None:
             self.log(f"moving the goniometer to {s.start_alpha_deg:.2f} deg")
@@ -221,7 +222,8 @@ class _Run:
 
     def centre(self, iterations: int = 2) -> None:
         """Bring the crystal to the middle of the selected area (beam shift or stage)."""
-        self.scope.unblank_beam()
+        if self.s.unblank_beam:
+            self.scope.unblank_beam()
         moves = Tracker(lead_s=0.0, max_step_nm=1e9, predict=False)
         for _ in range(iterations):
             position = locate_crystal(
@@ -233,7 +235,8 @@ class _Run:
             self.move(
                 moves, 0, self.clock.now(), self.scope.get_stage_position().alpha_deg, position
             )
-        self.scope.blank_beam()
+        if self.s.unblank_beam:
+            self.scope.blank_beam()
         if moves.steps and moves.steps[-1].position.ok:
             d = moves.steps[-1].position.offset_nm
             self.log(f"crystal centred (last offset {d[0]:.0f}, {d[1]:.0f} nm)")
@@ -246,6 +249,7 @@ class _Run:
         while abs(scope.get_stage_position().alpha_deg - alpha0) < 1e-6:
             if self.clock.now() > deadline:
                 raise StageError("the goniometer did not start rotating", field="alpha")
+            self.clock.sleep(0.005)
         self.clock.sleep(s.start_delay_s)
         if s.unblank_beam:
             scope.unblank_beam()
@@ -362,7 +366,12 @@ class _Run:
             if rec.slots:
                 rec.t_alpha_end = rec.slots[-1].t_end
                 rec.alpha_end_deg = self.alpha_at(rec.t_alpha_end)
-        for action in (scope.blank_beam, scope.stop_rotation):
+        actions = (
+            (scope.blank_beam, scope.stop_rotation)
+            if self.s.unblank_beam
+            else (scope.stop_rotation,)
+        )
+        for action in actions:
             try:
                 action()
             except HardwareError as exc:
