@@ -134,7 +134,7 @@ def test_dials_processes_a_simulated_experiment_and_its_import(tmp_path: Path) -
     the experiment directory (Instamatic layout)."""
     from crystalscope.rotation.process import run_dials
 
-    record = _collect(range_deg=40.0, defocus_every=10)[0]
+    record = _collect(range_deg=30.0, defocus_every=8)[0]
     out = write_cred(record, tmp_path / "data", dials=DialsOptions(d_min=0.9, nproc=2))
     assert len(record.defocused) == 3
     direct = run_dials(out.directory, say=lambda text: None)
