@@ -6,14 +6,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from acqsim import make_scope
 
 from crystalscope.acquire.cred import CredRecord, CredSettings, collect_cred
-from crystalscope.acquire.cred_output import write_cred
+from crystalscope.acquire.cred_output import diffracted_intensity, write_cred
 from crystalscope.acquire.sim_camera import SimulatedCamera
 from crystalscope.acquire.sim_microscope import SimulatedMicroscope
-from crystalscope.acquire.timepix import raw_to_expanded
+from crystalscope.acquire.timepix import expand_quad, raw_to_expanded
 from crystalscope.cli.main import main
 from crystalscope.io.smv import read_smv
 from crystalscope.io.tiff import read_tiff
@@ -61,6 +62,15 @@ def test_experiment_layout_and_log(tmp_path: Path) -> None:
     assert log.oscillation_deg == pytest.approx(record.oscillation_deg, rel=1e-3)
     assert log.n_frames_diff == len(record.frames) and log.image_interval == 5
     assert "rotation started" in (d / "events.log").read_text()
+    slots = pd.read_csv(d / "slots.csv")
+    diff = slots[slots["kind"] == "diffraction"]
+    assert len(diff) == len(record.frames) and diff["intensity_scale"].median() == pytest.approx(
+        1.0
+    )
+    assert slots.loc[slots["kind"] == "defocused", "diffracted"].isna().all()
+    assert diff["diffracted"].iloc[0] == pytest.approx(
+        diffracted_intensity(expand_quad(record.frames[first], integer=True), scan.beam_centre_px)
+    )
     # the beam centre found in the frames is the simulated camera's (expanded grid)
     truth = np.ravel(raw_to_expanded(*cam.beam_centre_px))
     assert np.hypot(*(np.array(scan.beam_centre_px) - truth)) < 1.0, (scan.beam_centre_px, truth)

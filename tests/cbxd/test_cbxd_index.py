@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cbxdsim import si_streaks
 
 from crystalscope.cbxd.geometry import rotation_matrix
 from crystalscope.cbxd.index import (
@@ -31,30 +32,10 @@ SI = [5.431, 5.431, 5.431, 90.0, 90.0, 90.0]
 N_FRAMES, STEP = 45, 2.0
 
 
-def _series() -> tuple[CbxdSimulation, pd.DataFrame, np.ndarray]:
-    """A Si rotation series (on-axis lens, NA 0.02, 90 deg in 2-deg stills) and its
-    detected streaks."""
-    cfg = parse_config({
-        "lens": {"kind": "on_axis", "na_x": 0.02, "na_y": 0.02, "photons_per_frame": 1e9},
-        "sample": {"orientation_deg": (10.0, 20.0, 5.0), "d_min": 0.9},
-        "detector": {"shape": (256, 256), "pixel_mm": 0.3, "distance_mm": 40.0,
-                     "hot_fraction": 0.0, "dead_fraction": 0.0},
-        "scan": {"n_frames": N_FRAMES, "step_deg": STEP, "substeps": 1}, "seed": 3,
-    }, CbxdConfig)  # fmt: skip
-    sim = CbxdSimulation.build(cfg)
-    rows = []
-    for j in range(N_FRAMES):
-        frame, _ = sim.frame(j)
-        found = find_streaks(frame.astype(float) - cfg.detector.background, 5.0, min_pixels=4)
-        found.insert(0, "frame", j)
-        rows.append(found)
-    omega = np.array([sim.omega_deg(j) + STEP / 2 for j in range(N_FRAMES)])
-    return sim, pd.concat(rows, ignore_index=True), omega
-
-
 @pytest.fixture(scope="module")
 def series() -> tuple[CbxdSimulation, pd.DataFrame, np.ndarray]:
-    return _series()
+    """A Si rotation series (90 deg in 2-deg stills) and its detected streaks."""
+    return si_streaks(N_FRAMES, STEP)
 
 
 def _orientation_error_deg(ub_true: np.ndarray, ub: np.ndarray) -> float:

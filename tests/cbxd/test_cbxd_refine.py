@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cbxdsim import si_streaks
 
 from crystalscope.cbxd.geometry import rotation_matrix
 from crystalscope.cbxd.index import CbxdGeometry, cell_parameters, index_streaks, ub_from_cell
@@ -17,11 +18,8 @@ from crystalscope.cbxd.refine import (
     predict_streaks,
     refine_streaks,
 )
-from crystalscope.config import parse_config
 from crystalscope.errors import ConfigError, DataError
-from crystalscope.image.streaks import find_streaks
 from crystalscope.simulate.cbxd import CbxdSimulation
-from crystalscope.simulate.cbxd_config import CbxdConfig
 
 N_FRAMES, STEP = 40, 1.0
 
@@ -30,23 +28,9 @@ N_FRAMES, STEP = 40, 1.0
 def indexed() -> tuple[CbxdSimulation, np.ndarray, pd.DataFrame, np.ndarray, CbxdGeometry]:
     """Si stills (on-axis NA 0.02), streaks indexed with the known cell; the true UB in
     the setting of the indexing."""
-    cfg = parse_config({
-        "lens": {"kind": "on_axis", "na_x": 0.02, "na_y": 0.02, "photons_per_frame": 1e9},
-        "sample": {"orientation_deg": (10.0, 20.0, 5.0), "d_min": 0.9},
-        "detector": {"shape": (256, 256), "pixel_mm": 0.3, "distance_mm": 40.0,
-                     "hot_fraction": 0.0, "dead_fraction": 0.0},
-        "scan": {"n_frames": N_FRAMES, "step_deg": STEP, "substeps": 1}, "seed": 3,
-    }, CbxdConfig)  # fmt: skip
-    sim = CbxdSimulation.build(cfg)
-    rows = []
-    for j in range(N_FRAMES):
-        frame, _ = sim.frame(j)
-        found = find_streaks(frame.astype(float) - cfg.detector.background, 5.0, min_pixels=4)
-        found.insert(0, "frame", j)
-        rows.append(found)
-    omega = np.array([sim.omega_deg(j) + STEP / 2 for j in range(N_FRAMES)])
+    sim, streaks, omega = si_streaks(N_FRAMES, STEP)
     geom = CbxdGeometry.from_simulation(sim)
-    res = index_streaks(pd.concat(rows, ignore_index=True), omega, geom,
+    res = index_streaks(streaks, omega, geom,
                         known_cell=[5.431] * 3 + [90.0] * 3)  # fmt: skip
     ub_true = sim.ub @ np.rint(np.linalg.solve(sim.ub, res.ub))
     return sim, ub_true, res.streaks[res.streaks["indexed"]], omega, geom

@@ -150,18 +150,26 @@ def diffracted_intensity(
     """Counts outside a disc of ``inner_px`` around the direct beam (Bragg spots and
     the inelastic halo): proportional to the part of the crystal in the selected area."""
     data = np.asarray(frame, dtype=float)
-    ss, fs = np.indices(data.shape)
-    outside = (fs - centre_px[0]) ** 2 + (ss - centre_px[1]) ** 2 > inner_px**2
-    return float(data[outside].sum())
+    return float(data[_outside(data.shape, centre_px, inner_px)].sum())
+
+
+def _outside(shape: tuple[int, ...], centre_px: tuple[float, float], inner_px: float) -> np.ndarray:
+    """Pixels farther than ``inner_px`` from ``centre_px`` (fs, ss)."""
+    ss, fs = np.indices(shape)
+    return np.asarray((fs - centre_px[0]) ** 2 + (ss - centre_px[1]) ** 2 > inner_px**2)
 
 
 def _slots_table(record: CredRecord, frames: Mapping[int, np.ndarray],
                  centre: tuple[float, float] | None) -> pd.DataFrame:  # fmt: skip
+    outside = None
     rows = []
     for s in record.slots:
         value = math.nan
         if s.slot in record.frames and centre is not None:
-            value = diffracted_intensity(frames[s.slot], centre)
+            frame = frames[s.slot]
+            if outside is None:  # one mask for all frames (same shape and centre)
+                outside = _outside(frame.shape, centre, 12.0)
+            value = float(frame[outside].sum(dtype=np.float64))
         rows.append({"slot": s.slot, "kind": s.kind, "t_start_s": s.t_start,
                      "t_end_s": s.t_end, "alpha_start_deg": record.slot_start_deg(s.slot),
                      "diffracted": value})  # fmt: skip
