@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ from crystalscope.acquire.interfaces import CallLog
 from crystalscope.errors import DataError
 from crystalscope.io.atomic import atomic_write, save_png
 from crystalscope.model.distortion import EllipticalDistortion
-from crystalscope.rotation.cred_import import estimate_beam_centre
+from crystalscope.rotation.cred_import import FrameSource, estimate_beam_centre
 from crystalscope.rotation.dials_script import DialsOptions
 from crystalscope.rotation.instamatic import (
     CredDirectory,
@@ -61,23 +61,6 @@ from crystalscope.rotation.instamatic import (
 from crystalscope.rotation.scan import RotationScanInfo
 
 __all__ = ["CredOutput", "cred_scan", "diffracted_intensity", "write_cred"]
-
-
-class _Expanded(Mapping[int, np.ndarray]):
-    """Frames by slot, Timepix-expanded when asked for (one at a time)."""
-
-    def __init__(self, frames: Mapping[int, np.ndarray], expand: bool) -> None:
-        self._frames, self._expand = frames, expand
-
-    def __getitem__(self, key: int) -> np.ndarray:
-        frame = self._frames[key]
-        return timepix.expand_quad(frame, integer=True) if self._expand else frame
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._frames)
-
-    def __len__(self) -> int:
-        return len(self._frames)
 
 
 @dataclass
@@ -274,7 +257,8 @@ def write_cred(
     """
     out = new_experiment_directory(base, "experiment")
     say(f"writing the experiment to {out}")
-    frames = _Expanded(record.frames, _is_quad(record))
+    expand = (lambda a: timepix.expand_quad(a, integer=True)) if _is_quad(record) else None
+    frames = FrameSource(record.frames, np.asarray, expand)
     mask = timepix.cross_mask() if _is_quad(record) else None
     if not record.frames:
         _write_record(out, record, call_log, frames, None)

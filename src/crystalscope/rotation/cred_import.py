@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import yaml
@@ -56,16 +56,20 @@ __all__ = [
 ]
 
 
-class FrameSource(Mapping[int, np.ndarray]):
-    """Frames by 1-based slot, read from their files when asked for (one at a time).
+_Item = TypeVar("_Item")
+
+
+class FrameSource(Mapping[int, np.ndarray], Generic[_Item]):
+    """Frames by 1-based slot, read from their files (or any source items, e.g. frames
+    held in memory) when asked for, one at a time.
 
     ``convert`` is applied to every frame (e.g. the Timepix expansion).
     """
 
     def __init__(
         self,
-        files: Mapping[int, Path],
-        read: Callable[[Path], np.ndarray],
+        files: Mapping[int, _Item],
+        read: Callable[[_Item], np.ndarray],
         convert: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self._files = dict(files)
@@ -245,8 +249,8 @@ class SimulatedSeries:
     """A simulated rotation series as hand-off ingredients."""
 
     scan: RotationScanInfo
-    frames: FrameSource
-    defocused: FrameSource
+    frames: FrameSource[Path]
+    defocused: FrameSource[Path]
     log: dict[str, Any]
 
 
